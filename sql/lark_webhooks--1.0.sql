@@ -1,0 +1,629 @@
+/* sql/lark_webhooks--1.0.sql */
+
+\echo Use "CREATE EXTENSION lark_webhooks" to load this file. \quit
+
+/*
+ * Everything lives in schema "lark".  Plain roles get USAGE so that they can
+ * call the API functions; the tables themselves carry no grants, so writes go
+ * through the SECURITY DEFINER functions below and the signing secrets can be
+ * read by the extension's owner alone.
+ */
+CREATE SCHEMA lark;
+GRANT USAGE ON SCHEMA lark TO PUBLIC;
+
+/* ---------------------------------------------------------------------------
+ * C helpers
+ * ------------------------------------------------------------------------- */
+
+CREATE FUNCTION lark._random_hex(nbytes integer)
+RETURNS text
+AS 'MODULE_PATHNAME', 'lark_random_hex'
+LANGUAGE C VOLATILE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION lark._random_hex(integer) IS
+'hex digits of nbytes bytes from the strong random source (used for ids and secrets)';
+
+CREATE FUNCTION lark._check_url(url text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'lark_check_url'
+LANGUAGE C STABLE PARALLEL SAFE;
+
+CREATE FUNCTION lark._event_body(event text, fired_at timestamptz,
+                                 workflow_id text, workflow_name text,
+                                 workflow_description text,
+                                 secret_context_names text[],
+                                 id_key text, runnable_id text, status text,
+                                 started_at timestamptz,
+                                 finished_at timestamptz, summary text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'lark_event_body'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+CREATE FUNCTION lark._wake_worker()
+RETURNS void
+AS 'MODULE_PATHNAME', 'lark_wake_worker'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION lark._wake_worker() IS
+'wake the delivery worker when the current transaction commits';
+
+REVOKE ALL ON FUNCTION lark._check_url(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION lark._event_body(text, timestamptz, text, text, text,
+                                        text[], text, text, text, timestamptz,
+                                        timestamptz, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION lark._wake_worker() FROM PUBLIC;
+
+/* ---------------------------------------------------------------------------
+ * Signing
+ * ------------------------------------------------------------------------- */
+
+CREATE FUNCTION lark.sign(body bytea, secret text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'lark_sign_bytea'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION lark.sign(bytea, text) IS
+'lowercase hex HMAC-SHA256 of body, keyed with the UTF-8 bytes of secret';
+
+CREATE FUNCTION lark.sign(body text, secret text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'lark_sign_text'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION lark.sign(text, text) IS
+'lowercase hex HMAC-SHA256 of the UTF-8 bytes of body, keyed with the UTF-8 bytes of secret';
+
+CREATE FUNCTION lark.verify(body bytea, signature text, secret text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'lark_verify_bytea'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION lark.verify(bytea, text, text) IS
+'true when signature is the lowercase hex HMAC-SHA256 of body; compares in constant time';
+
+CREATE FUNCTION lark.verify(body text, signature text, secret text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'lark_verify_text'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION lark.verify(text, text, text) IS
+'true when signature is the lowercase hex HMAC-SHA256 of the UTF-8 bytes of body';
+
+/* ---------------------------------------------------------------------------
+ * Workflows and their runs
+ * ------------------------------------------------------------------------- */
+
+CREATE TABLE lark.workflows (
+    id                   text PRIMARY KEY DEFAULT 'wf_' || lark._random_hex(12),
+    account_id           text NOT NULL,
+    name                 text NOT NULL,
+    description          text,
+    secret_context_names text[] NOT NULL DEFAULT '{}',
+    created_at           timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX workflows_account_id_idx ON lark.workflows (account_id);
+
+CREATE TABLE lark.workflow_executions (
+    id          text PRIMARY KEY DEFAULT 'exec_' || lark._random_hex(12),
+    workflow_id text NOT NULL REFERENCES lark.workflows (id) ON DELETE CASCADE,
+    status      text NOT NULL DEFAULT 'pending'
+                CHECK (status IN ('pending', 'running',
+                                  'success', 'failure', 'cancelled')),
+    summary     text,
+    started_at  timestamptz,
+    finished_at timestamptz
+);
+CREATE INDEX workflow_executions_workflow_id_idx
+    ON lark.workflow_executions (workflow_id);
+
+CREATE TABLE lark.workflow_generations (
+    id          text PRIMARY KEY DEFAULT 'gen_' || lark._random_hex(12),
+    workflow_id text NOT NULL REFERENCES lark.workflows (id) ON DELETE CASCADE,
+    status      text NOT NULL DEFAULT 'pending'
+                CHECK (status IN ('pending', 'running', 'success', 'failure')),
+    summary     text,
+    started_at  timestamptz,
+    finished_at timestamptz
+);
+CREATE INDEX workflow_generations_workflow_id_idx
+    ON lark.workflow_generations (workflow_id);
+
+CREATE TABLE lark.workflow_repairs (
+    id          text PRIMARY KEY DEFAULT 'rep_' || lark._random_hex(12),
+    workflow_id text NOT NULL REFERENCES lark.workflows (id) ON DELETE CASCADE,
+    status      text NOT NULL DEFAULT 'pending'
+                CHECK (status IN ('pending', 'running', 'success', 'failure')),
+    summary     text,
+    started_at  timestamptz,
+    finished_at timestamptz
+);
+CREATE INDEX workflow_repairs_workflow_id_idx
+    ON lark.workflow_repairs (workflow_id);
+
+/* ---------------------------------------------------------------------------
+ * Webhooks, events and deliveries
+ * ------------------------------------------------------------------------- */
+
+CREATE TABLE lark.webhooks (
+    id          text PRIMARY KEY DEFAULT 'wh_' || lark._random_hex(12),
+    account_id  text NOT NULL,
+    url         text NOT NULL,
+    events      text[] NOT NULL,
+    active      boolean NOT NULL DEFAULT true,
+    description text,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    paused_at   timestamptz
+);
+CREATE INDEX webhooks_account_id_idx ON lark.webhooks (account_id);
+
+/* Kept apart from lark.webhooks so that granting SELECT there exposes no secret. */
+CREATE TABLE lark.webhook_secrets (
+    webhook_id text PRIMARY KEY REFERENCES lark.webhooks (id) ON DELETE CASCADE,
+    secret     text NOT NULL
+);
+
+/*
+ * One row per account that ever had a webhook.  create_webhook increments
+ * the count with an upsert, which serializes concurrent creators of one
+ * account at every isolation level, so the limit cannot be overrun.
+ */
+CREATE TABLE lark.accounts (
+    account_id    text PRIMARY KEY,
+    webhook_count integer NOT NULL CHECK (webhook_count >= 0)
+);
+
+CREATE TABLE lark.events (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event       text NOT NULL,
+    account_id  text NOT NULL,
+    workflow_id text NOT NULL,
+    runnable_id text NOT NULL,
+    body        text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE lark.deliveries (
+    id               text PRIMARY KEY DEFAULT 'dlv_' || lark._random_hex(12),
+    event_id         bigint NOT NULL REFERENCES lark.events (id) ON DELETE CASCADE,
+    webhook_id       text NOT NULL,
+    status           text NOT NULL DEFAULT 'pending'
+                     CHECK (status IN ('pending', 'in_flight', 'succeeded',
+                                       'failed', 'cancelled')),
+    attempts         integer NOT NULL DEFAULT 0,
+    next_attempt_at  timestamptz DEFAULT now(),
+    last_http_status integer,
+    last_error       text,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    finished_at      timestamptz
+);
+/* The worker's queue: small, because finished deliveries leave it. */
+CREATE INDEX deliveries_due_idx ON lark.deliveries (next_attempt_at)
+    WHERE status = 'pending';
+CREATE INDEX deliveries_open_webhook_idx ON lark.deliveries (webhook_id)
+    WHERE status IN ('pending', 'in_flight');
+CREATE INDEX deliveries_event_id_idx ON lark.deliveries (event_id);
+
+CREATE TABLE lark.delivery_attempts (
+    delivery_id      text NOT NULL
+                     REFERENCES lark.deliveries (id) ON DELETE CASCADE,
+    attempt          integer NOT NULL,
+    started_at       timestamptz NOT NULL,
+    duration_ms      double precision NOT NULL,
+    http_status      integer,
+    error            text,
+    response_excerpt bytea,
+    PRIMARY KEY (delivery_id, attempt)
+);
+
+COMMENT ON TABLE lark.webhooks IS 'subscriptions: where to POST which events';
+COMMENT ON TABLE lark.events IS 'every event fired, with the exact JSON body that is signed and sent';
+COMMENT ON TABLE lark.deliveries IS 'one row per event and subscribed webhook';
+COMMENT ON TABLE lark.delivery_attempts IS 'one row per HTTP attempt, written by the delivery worker';
+
+/* ---------------------------------------------------------------------------
+ * Validation helpers
+ * ------------------------------------------------------------------------- */
+
+CREATE FUNCTION lark.event_types()
+RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN ARRAY['workflow_execution.success', 'workflow_execution.failure',
+             'workflow_execution.cancelled',
+             'workflow_generation.success', 'workflow_generation.failure',
+             'workflow_repair.success', 'workflow_repair.failure'];
+COMMENT ON FUNCTION lark.event_types() IS 'the event names a webhook can subscribe to';
+
+/* Quote a user-supplied value for an error message, cut to a readable size. */
+CREATE FUNCTION lark._quote_for_message(value text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE
+    WHEN value IS NULL THEN 'NULL'
+    WHEN length(value) > 64 THEN '"' || left(value, 64) || '..."'
+    ELSE '"' || value || '"'
+END;
+
+/*
+ * Check an events array and return it with duplicates removed, keeping the
+ * order in which the names first appear.
+ */
+CREATE FUNCTION lark._normalize_events(events text[])
+RETURNS text[]
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    unknown text;
+BEGIN
+    IF events IS NULL OR cardinality(events) = 0 THEN
+        RAISE EXCEPTION 'a webhook must subscribe to at least one event'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass a non-empty array of event names: '
+                         || array_to_string(lark.event_types(), ', ') || '.';
+    END IF;
+
+    SELECT e INTO unknown
+      FROM unnest(events) AS e
+     WHERE e IS NULL OR NOT e = ANY (lark.event_types())
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'unknown webhook event %',
+                        lark._quote_for_message(unknown)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Valid events are: '
+                         || array_to_string(lark.event_types(), ', ') || '.';
+    END IF;
+
+    RETURN ARRAY(SELECT e
+                   FROM unnest(events) WITH ORDINALITY AS t(e, n)
+                  GROUP BY e
+                  ORDER BY min(n));
+END
+$$;
+
+/* Raise a clear error unless a webhook with this id exists; lock its row. */
+CREATE FUNCTION lark._lock_webhook(webhook_id text)
+RETURNS lark.webhooks
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    hook lark.webhooks;
+BEGIN
+    IF webhook_id IS NULL THEN
+        RAISE EXCEPTION 'webhook_id must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the id that create_webhook returned.';
+    END IF;
+
+    SELECT * INTO hook FROM lark.webhooks w WHERE w.id = webhook_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'webhook % does not exist',
+                        lark._quote_for_message(webhook_id)
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'List the existing webhooks with: SELECT id, url FROM lark.webhooks;';
+    END IF;
+    RETURN hook;
+END
+$$;
+
+REVOKE ALL ON FUNCTION lark._normalize_events(text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION lark._lock_webhook(text) FROM PUBLIC;
+
+/* ---------------------------------------------------------------------------
+ * Webhook API
+ * ------------------------------------------------------------------------- */
+
+CREATE FUNCTION lark.create_webhook(account_id text, url text, events text[],
+                                    description text DEFAULT NULL)
+RETURNS TABLE (webhook_id text, signing_secret text)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    max_hooks integer := current_setting('lark_webhooks.max_webhooks_per_account')::integer;
+    clean_events text[];
+    new_id text;
+    new_secret text;
+BEGIN
+    IF create_webhook.account_id IS NULL OR create_webhook.account_id = '' THEN
+        RAISE EXCEPTION 'account_id must not be empty'
+            USING ERRCODE = CASE WHEN create_webhook.account_id IS NULL
+                                 THEN 'null_value_not_allowed'
+                                 ELSE 'invalid_parameter_value' END,
+                  HINT = 'Pass the id of the account that owns the webhook.';
+    END IF;
+    IF length(create_webhook.account_id) > 256 THEN
+        RAISE EXCEPTION 'account_id is longer than 256 characters'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass the id of the account that owns the webhook.';
+    END IF;
+    PERFORM lark._check_url(create_webhook.url);
+    clean_events := lark._normalize_events(create_webhook.events);
+
+    /* Take a slot; the upsert waits for any concurrent creator of this account. */
+    INSERT INTO lark.accounts AS a (account_id, webhook_count)
+    VALUES (create_webhook.account_id, 1)
+    ON CONFLICT ON CONSTRAINT accounts_pkey DO UPDATE
+        SET webhook_count = a.webhook_count + 1
+        WHERE a.webhook_count < max_hooks;
+    IF NOT FOUND OR max_hooks < 1 THEN
+        RAISE EXCEPTION 'account "%" already has the maximum of % webhooks',
+                        left(create_webhook.account_id, 64), max_hooks
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'Delete a webhook the account no longer needs, or raise lark_webhooks.max_webhooks_per_account.';
+    END IF;
+
+    new_secret := 'whsec_' || lark._random_hex(32);
+    INSERT INTO lark.webhooks AS w (account_id, url, events, description)
+    VALUES (create_webhook.account_id, create_webhook.url, clean_events,
+            nullif(create_webhook.description, ''))
+    RETURNING w.id INTO new_id;
+    INSERT INTO lark.webhook_secrets (webhook_id, secret)
+    VALUES (new_id, new_secret);
+
+    webhook_id := new_id;
+    signing_secret := new_secret;
+    RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION lark.create_webhook(text, text, text[], text) IS
+'create a webhook; returns its id and its signing secret, which is shown only this once';
+
+CREATE FUNCTION lark.update_webhook(webhook_id text, url text DEFAULT NULL,
+                                    events text[] DEFAULT NULL,
+                                    description text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    hook lark.webhooks := lark._lock_webhook(update_webhook.webhook_id);
+BEGIN
+    IF update_webhook.url IS NOT NULL THEN
+        PERFORM lark._check_url(update_webhook.url);
+        hook.url := update_webhook.url;
+    END IF;
+    IF update_webhook.events IS NOT NULL THEN
+        hook.events := lark._normalize_events(update_webhook.events);
+    END IF;
+    IF update_webhook.description IS NOT NULL THEN
+        hook.description := nullif(update_webhook.description, '');
+    END IF;
+
+    UPDATE lark.webhooks w
+       SET url = hook.url, events = hook.events,
+           description = hook.description, updated_at = now()
+     WHERE w.id = hook.id;
+END
+$$;
+COMMENT ON FUNCTION lark.update_webhook(text, text, text[], text) IS
+'change a webhook''s url, events or description; NULL keeps a field, an empty description clears it';
+
+CREATE FUNCTION lark.pause_webhook(webhook_id text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    hook lark.webhooks := lark._lock_webhook(pause_webhook.webhook_id);
+BEGIN
+    IF hook.active THEN
+        UPDATE lark.webhooks w
+           SET active = false, paused_at = now(), updated_at = now()
+         WHERE w.id = hook.id;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION lark.pause_webhook(text) IS
+'stop delivering to a webhook; queued deliveries are held until it is resumed';
+
+CREATE FUNCTION lark.resume_webhook(webhook_id text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    hook lark.webhooks := lark._lock_webhook(resume_webhook.webhook_id);
+BEGIN
+    IF hook.active THEN
+        RETURN;
+    END IF;
+
+    /*
+     * The retry clock stood still while the webhook was paused: give each
+     * held delivery the wait it still had left when the pause began.
+     */
+    UPDATE lark.deliveries d
+       SET next_attempt_at = now() + greatest(d.next_attempt_at - hook.paused_at,
+                                              interval '0')
+     WHERE d.webhook_id = hook.id AND d.status = 'pending';
+
+    UPDATE lark.webhooks w
+       SET active = true, paused_at = NULL, updated_at = now()
+     WHERE w.id = hook.id;
+    PERFORM lark._wake_worker();
+END
+$$;
+COMMENT ON FUNCTION lark.resume_webhook(text) IS
+'resume delivering to a paused webhook, held deliveries included';
+
+CREATE FUNCTION lark.delete_webhook(webhook_id text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    hook lark.webhooks := lark._lock_webhook(delete_webhook.webhook_id);
+BEGIN
+    UPDATE lark.deliveries d
+       SET status = 'cancelled', finished_at = now(), next_attempt_at = NULL,
+           last_error = coalesce(d.last_error || '; ', '') || 'webhook deleted'
+     WHERE d.webhook_id = hook.id AND d.status IN ('pending', 'in_flight');
+
+    DELETE FROM lark.webhooks w WHERE w.id = hook.id;
+    UPDATE lark.accounts a
+       SET webhook_count = a.webhook_count - 1
+     WHERE a.account_id = hook.account_id;
+END
+$$;
+COMMENT ON FUNCTION lark.delete_webhook(text) IS
+'delete a webhook; its queued deliveries are cancelled and delivery history is kept';
+
+CREATE FUNCTION lark.rotate_secret(webhook_id text)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    hook lark.webhooks := lark._lock_webhook(rotate_secret.webhook_id);
+    new_secret text := 'whsec_' || lark._random_hex(32);
+BEGIN
+    UPDATE lark.webhook_secrets s SET secret = new_secret
+     WHERE s.webhook_id = hook.id;
+    UPDATE lark.webhooks w SET updated_at = now() WHERE w.id = hook.id;
+    RETURN new_secret;
+END
+$$;
+COMMENT ON FUNCTION lark.rotate_secret(text) IS
+'give a webhook a new signing secret, shown only this once; queued deliveries are signed with it';
+
+/* ---------------------------------------------------------------------------
+ * Events
+ * ------------------------------------------------------------------------- */
+
+/* The columns the three run tables share, as the trigger passes them around. */
+CREATE TYPE lark.run_outcome AS (
+    id          text,
+    workflow_id text,
+    status      text,
+    summary     text,
+    started_at  timestamptz,
+    finished_at timestamptz
+);
+
+/* BEFORE ROW: a run that reaches a terminal status without finished_at gets one. */
+CREATE FUNCTION lark._stamp_finished_at()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    NEW.finished_at := now();
+    RETURN NEW;
+END
+$$;
+
+/*
+ * AFTER STATEMENT, with transition tables: fire one event for each run that
+ * entered a terminal status in this statement, and queue one delivery for
+ * each active webhook of the workflow's account that subscribes to it.
+ * TG_ARGV[0] is the event prefix, TG_ARGV[1] the name of the run's id in the
+ * payload.  Working per statement keeps a bulk update to two INSERTs.
+ */
+CREATE FUNCTION lark._enqueue_events()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    prefix       text := TG_ARGV[0];
+    id_key       text := TG_ARGV[1];
+    finished     lark.run_outcome[];
+    n_deliveries bigint;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        SELECT array_agg((n.id, n.workflow_id, n.status, n.summary,
+                          n.started_at, n.finished_at)::lark.run_outcome)
+          INTO finished
+          FROM new_rows n
+         WHERE n.status IN ('success', 'failure', 'cancelled');
+    ELSE
+        SELECT array_agg((n.id, n.workflow_id, n.status, n.summary,
+                          n.started_at, n.finished_at)::lark.run_outcome)
+          INTO finished
+          FROM new_rows n
+          JOIN old_rows o ON o.id = n.id
+         WHERE n.status IN ('success', 'failure', 'cancelled')
+           AND n.status IS DISTINCT FROM o.status;
+    END IF;
+
+    IF finished IS NULL THEN
+        RETURN NULL;
+    END IF;
+
+    WITH fired AS (
+        INSERT INTO lark.events (event, account_id, workflow_id, runnable_id, body)
+        SELECT prefix || '.' || r.status, w.account_id, w.id, r.id,
+               lark._event_body(prefix || '.' || r.status, now(),
+                                w.id, w.name, w.description,
+                                w.secret_context_names, id_key, r.id,
+                                r.status, r.started_at, r.finished_at,
+                                r.summary)
+          FROM unnest(finished) AS r
+          JOIN lark.workflows w ON w.id = r.workflow_id
+        RETURNING id, event, account_id
+    )
+    INSERT INTO lark.deliveries (event_id, webhook_id)
+    SELECT f.id, h.id
+      FROM fired f
+      JOIN lark.webhooks h ON h.account_id = f.account_id
+     WHERE h.active AND f.event = ANY (h.events);
+
+    GET DIAGNOSTICS n_deliveries = ROW_COUNT;
+    IF n_deliveries > 0 THEN
+        PERFORM lark._wake_worker();
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER stamp_finished_at
+    BEFORE INSERT OR UPDATE OF status ON lark.workflow_executions
+    FOR EACH ROW
+    WHEN (NEW.finished_at IS NULL
+          AND NEW.status IN ('success', 'failure', 'cancelled'))
+    EXECUTE FUNCTION lark._stamp_finished_at();
+CREATE TRIGGER enqueue_on_insert
+    AFTER INSERT ON lark.workflow_executions
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION lark._enqueue_events('workflow_execution', 'execution_id');
+CREATE TRIGGER enqueue_on_update
+    AFTER UPDATE ON lark.workflow_executions
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION lark._enqueue_events('workflow_execution', 'execution_id');
+
+CREATE TRIGGER stamp_finished_at
+    BEFORE INSERT OR UPDATE OF status ON lark.workflow_generations
+    FOR EACH ROW
+    WHEN (NEW.finished_at IS NULL AND NEW.status IN ('success', 'failure'))
+    EXECUTE FUNCTION lark._stamp_finished_at();
+CREATE TRIGGER enqueue_on_insert
+    AFTER INSERT ON lark.workflow_generations
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION lark._enqueue_events('workflow_generation', 'generation_id');
+CREATE TRIGGER enqueue_on_update
+    AFTER UPDATE ON lark.workflow_generations
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION lark._enqueue_events('workflow_generation', 'generation_id');
+
+CREATE TRIGGER stamp_finished_at
+    BEFORE INSERT OR UPDATE OF status ON lark.workflow_repairs
+    FOR EACH ROW
+    WHEN (NEW.finished_at IS NULL AND NEW.status IN ('success', 'failure'))
+    EXECUTE FUNCTION lark._stamp_finished_at();
+CREATE TRIGGER enqueue_on_insert
+    AFTER INSERT ON lark.workflow_repairs
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION lark._enqueue_events('workflow_repair', 'repair_id');
+CREATE TRIGGER enqueue_on_update
+    AFTER UPDATE ON lark.workflow_repairs
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION lark._enqueue_events('workflow_repair', 'repair_id');
+
+REVOKE ALL ON FUNCTION lark._stamp_finished_at() FROM PUBLIC;
+REVOKE ALL ON FUNCTION lark._enqueue_events() FROM PUBLIC;
+
+/* A worker already waiting for this database picks the schema up at commit. */
+SELECT lark._wake_worker();

@@ -42,7 +42,7 @@ test: deps
 
 # A throwaway cluster, a receiver on loopback, real signed deliveries.
 demo: deps
-	@bash test/demo.sh
+	@bash demo/demo.sh
 
 # The benchmark described in bench/README.md.
 bench: deps

@@ -69,6 +69,13 @@ LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION lark.sign(text, text) IS
 'lowercase hex HMAC-SHA256 of the UTF-8 bytes of body, keyed with the UTF-8 bytes of secret';
 
+CREATE FUNCTION lark.sign(body bytea, key bytea)
+RETURNS text
+AS 'MODULE_PATHNAME', 'lark_sign_raw_key'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION lark.sign(bytea, bytea) IS
+'lowercase hex HMAC-SHA256 of body under a raw binary key';
+
 CREATE FUNCTION lark.verify(body bytea, signature text, secret text)
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'lark_verify_bytea'
@@ -555,8 +562,10 @@ BEGIN
                                 w.secret_context_names, id_key, r.id,
                                 r.status, r.started_at, r.finished_at,
                                 r.summary)
-          FROM unnest(finished) AS r
+          FROM unnest(finished) WITH ORDINALITY
+               AS r(id, workflow_id, status, summary, started_at, finished_at, n)
           JOIN lark.workflows w ON w.id = r.workflow_id
+         ORDER BY r.n
         RETURNING id, event, account_id
     )
     INSERT INTO lark.deliveries (event_id, webhook_id)

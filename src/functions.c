@@ -32,6 +32,7 @@
 PG_FUNCTION_INFO_V1(lark_random_hex);
 PG_FUNCTION_INFO_V1(lark_sign_bytea);
 PG_FUNCTION_INFO_V1(lark_sign_text);
+PG_FUNCTION_INFO_V1(lark_sign_raw_key);
 PG_FUNCTION_INFO_V1(lark_verify_bytea);
 PG_FUNCTION_INFO_V1(lark_verify_text);
 PG_FUNCTION_INFO_V1(lark_check_url);
@@ -147,6 +148,19 @@ lark_sign_bytea(PG_FUNCTION_ARGS)
 												secret)));
 }
 
+/* lark.sign(body bytea, key bytea): for keys that are not text */
+Datum
+lark_sign_raw_key(PG_FUNCTION_ARGS)
+{
+	bytea	   *body = PG_GETARG_BYTEA_PP(0);
+	bytea	   *key = PG_GETARG_BYTEA_PP(1);
+	char	   *hex = palloc(LARK_SIGNATURE_HEX_LEN + 1);
+
+	lark_hmac_sha256_hex(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key),
+						 VARDATA_ANY(body), VARSIZE_ANY_EXHDR(body), hex);
+	PG_RETURN_TEXT_P(cstring_to_text(hex));
+}
+
 /* lark.sign(body text, secret text): signs the UTF-8 bytes of body */
 Datum
 lark_sign_text(PG_FUNCTION_ARGS)
@@ -243,6 +257,7 @@ Datum
 lark_check_url(PG_FUNCTION_ARGS)
 {
 	char	   *url;
+	const char *sep;
 	CURLU	   *handle;
 	CURLUcode	rc;
 	char	   *part = NULL;
@@ -290,6 +305,20 @@ lark_check_url(PG_FUNCTION_ARGS)
 	}
 	curl_free(part);
 	part = NULL;
+
+	/*
+	 * libcurl reads "https:///host" and "https:/host" as if the slashes were
+	 * right; we want the authority to follow "://" as written.
+	 */
+	sep = strstr(url, "://");
+	if (sep == NULL || sep[3] == '/' || sep[3] == '\0')
+	{
+		curl_url_cleanup(handle);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("webhook url must be absolute, with a host after \"://\""),
+				 errhint("Pass an http or https URL, such as 'https://example.com/hooks/lark'.")));
+	}
 
 	if (curl_url_get(handle, CURLUPART_USER, &part, 0) != CURLUE_NO_USER ||
 		curl_url_get(handle, CURLUPART_PASSWORD, &part, 0) != CURLUE_NO_PASSWORD)

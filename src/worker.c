@@ -468,8 +468,9 @@ claim_due(int limit, dlist_head *claimed)
 	ws.claim_wanted = nclaimed == (uint64) limit;
 	if (!ws.claim_wanted)
 	{
+		/* Not read-only: it must see the retries recorded just before. */
 		ws.next_due = 0;
-		if (SPI_execute_plan(ws.next_due_plan, NULL, NULL, true, 1) != SPI_OK_SELECT)
+		if (SPI_execute_plan(ws.next_due_plan, NULL, NULL, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not find the next due delivery");
 		if (SPI_processed > 0)
 		{

@@ -102,7 +102,7 @@ def rows(sql, db="postgres"):
 
 def scalar(sql, db="postgres"):
     out = psql("SELECT to_json((%s))" % sql, db)
-    return json.loads(out)
+    return json.loads(out) if out else None
 
 
 def quote(value):
@@ -188,7 +188,11 @@ def wait_for_status(delivery_ids, statuses=("succeeded", "failed", "cancelled"),
 
 
 def worker_pid():
-    return scalar("SELECT pid FROM pg_stat_activity WHERE backend_type = 'lark_webhooks'")
+    """The delivery worker's pid, or None (also while the server restarts)."""
+    try:
+        return scalar("SELECT pid FROM pg_stat_activity WHERE backend_type = 'lark_webhooks'")
+    except SqlError:
+        return None
 
 
 def wait_for_worker(timeout=30):

@@ -1,0 +1,105 @@
+"""Paused webhooks hold their deliveries; rolled-back work sends nothing;
+deleted webhooks cancel theirs; a rotated secret signs the next attempt.
+"""
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+from lark_test import (Receiver, Tap, create_webhook, create_workflow,  # noqa: E402
+                       deliveries_of, finish_run, new_account, psql, quote,
+                       remember_secret, set_settings, wait_for_status,
+                       wait_until)
+
+t = Tap()
+r = Receiver()
+account = new_account()
+ev = ["workflow_execution.success", "workflow_execution.failure"]
+workflow = create_workflow(account)
+
+# Paused with deliveries queued: nothing is sent until it resumes.
+hook, secret = create_webhook(account, r.url("/paused"), ev)
+r.route("/paused", secret)
+psql("SELECT lark.pause_webhook(%s)" % quote(hook))
+# Queue three while paused: the trigger skips paused webhooks, so queue them
+# while active inside one transaction that pauses before it commits.
+psql("BEGIN; SELECT lark.resume_webhook(%s); "
+     "INSERT INTO lark.workflow_executions (workflow_id, status) "
+     "SELECT %s, 'success' FROM generate_series(1, 3); "
+     "SELECT lark.pause_webhook(%s); COMMIT;" % (quote(hook), quote(workflow), quote(hook)))
+queued = deliveries_of(hook)
+t.is_([d["status"] for d in queued], ["pending"] * 3, "three deliveries are queued for the paused webhook")
+time.sleep(1.5)
+t.is_(r.received("/paused"), [], "nothing was sent while paused")
+t.is_([d["status"] for d in deliveries_of(hook)], ["pending"] * 3, "they are held, still pending")
+psql("SELECT lark.resume_webhook(%s)" % quote(hook))
+done = wait_for_status([d["id"] for d in queued])
+t.is_(sorted(d["status"] for d in done), ["succeeded"] * 3, "after resume all three were delivered")
+time.sleep(0.5)
+got = [q["delivery"] for q in r.received("/paused")]
+t.is_(sorted(got), sorted(d["id"] for d in queued), "each exactly once")
+
+# A held retry keeps the wait it had left.
+hook2, secret2 = create_webhook(account, r.url("/held-retry"), ["workflow_execution.cancelled"])
+r.route("/held-retry", secret2, ("fail", 1))
+set_settings(retry_delays="5s")
+finish_run(workflow, "workflow_execution", "cancelled")
+first = wait_until(lambda: [d for d in deliveries_of(hook2) if d["attempts"] == 1], timeout=10)
+psql("SELECT lark.pause_webhook(%s)" % quote(hook2))
+left_before = psql("SELECT next_attempt_at - now() FROM lark.deliveries WHERE webhook_id = %s" % quote(hook2))
+time.sleep(1.0)
+psql("SELECT lark.resume_webhook(%s)" % quote(hook2))
+left_after = psql("SELECT extract(epoch FROM next_attempt_at - now()) FROM lark.deliveries "
+                  "WHERE webhook_id = %s" % quote(hook2))
+set_settings(retry_delays=None)
+t.ok(bool(first), "the first attempt failed and a retry is scheduled", left_before)
+t.ok(3.0 < float(left_after) <= 5.0, "after a 1 s pause the retry still has its remaining wait",
+     left_after)
+wait_for_status([d["id"] for d in deliveries_of(hook2)], timeout=15)
+t.is_([d["status"] for d in deliveries_of(hook2)], ["succeeded"], "and is delivered when due")
+
+# ROLLBACK, and rollback to a savepoint: nothing is sent.
+hook3, secret3 = create_webhook(account, r.url("/rollback"), ev)
+r.route("/rollback", secret3)
+psql("BEGIN; INSERT INTO lark.workflow_executions (workflow_id, status) VALUES (%s, 'failure'); ROLLBACK;"
+     % quote(workflow))
+psql("BEGIN; SAVEPOINT s; INSERT INTO lark.workflow_executions (workflow_id, status) "
+     "VALUES (%s, 'failure'); ROLLBACK TO SAVEPOINT s; COMMIT;" % quote(workflow))
+# A committed event afterwards proves the worker was awake to send the others.
+finish_run(workflow, "workflow_execution", "success")
+wait_for_status([d["id"] for d in deliveries_of(hook3)])
+time.sleep(0.5)
+t.is_([q["event"] for q in r.received("/rollback")], ["workflow_execution.success"],
+      "rolled-back events were never sent; the committed one was")
+t.is_(len(deliveries_of(hook3)), 1, "and left no delivery rows")
+
+# Deleting a webhook cancels what it had queued.
+hook4, secret4 = create_webhook(account, r.url("/deleted"), ev)
+r.route("/deleted", secret4)
+psql("SELECT lark.pause_webhook(%s)" % quote(hook4))
+psql("BEGIN; SELECT lark.resume_webhook(%s); "
+     "INSERT INTO lark.workflow_executions (workflow_id, status) VALUES (%s, 'failure'); "
+     "SELECT lark.pause_webhook(%s); COMMIT;" % (quote(hook4), quote(workflow), quote(hook4)))
+psql("SELECT lark.delete_webhook(%s)" % quote(hook4))
+time.sleep(1.0)
+t.is_([d["status"] for d in deliveries_of(hook4)], ["cancelled"], "a deleted webhook's delivery is cancelled")
+t.is_(r.received("/deleted"), [], "and never sent")
+
+# rotate_secret takes effect for the next attempt of queued deliveries.
+hook5, old_secret = create_webhook(account, r.url("/rotated"), ev)
+r.route("/rotated", old_secret)
+psql("SELECT lark.pause_webhook(%s)" % quote(hook5))
+psql("BEGIN; SELECT lark.resume_webhook(%s); "
+     "INSERT INTO lark.workflow_executions (workflow_id, status) VALUES (%s, 'success'); "
+     "SELECT lark.pause_webhook(%s); COMMIT;" % (quote(hook5), quote(workflow), quote(hook5)))
+new_secret = psql("SELECT lark.rotate_secret(%s)" % quote(hook5))
+remember_secret(new_secret)
+r.set_secret("/rotated", new_secret)
+psql("SELECT lark.resume_webhook(%s)" % quote(hook5))
+wait_for_status([d["id"] for d in deliveries_of(hook5)])
+got = r.received("/rotated")
+t.is_(len(got), 1, "the queued delivery went out after rotation")
+t.ok(got and got[0]["signature_valid"], "signed with the new secret")
+
+r.close()
+t.done()

@@ -309,6 +309,22 @@ BEGIN
 END
 $$;
 
+/* A description is free text, but not a place to store documents. */
+CREATE FUNCTION lark._check_description(description text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF length(description) > 1024 THEN
+        RAISE EXCEPTION 'webhook description is longer than 1024 characters'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use a shorter description.';
+    END IF;
+END
+$$;
+
+REVOKE ALL ON FUNCTION lark._check_description(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION lark._normalize_events(text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION lark._lock_webhook(text) FROM PUBLIC;
 
@@ -342,6 +358,7 @@ BEGIN
     END IF;
     PERFORM lark._check_url(create_webhook.url);
     clean_events := lark._normalize_events(create_webhook.events);
+    PERFORM lark._check_description(create_webhook.description);
 
     /* Take a slot; the upsert waits for any concurrent creator of this account. */
     INSERT INTO lark.accounts AS a (account_id, webhook_count)
@@ -390,6 +407,7 @@ BEGIN
         hook.events := lark._normalize_events(update_webhook.events);
     END IF;
     IF update_webhook.description IS NOT NULL THEN
+        PERFORM lark._check_description(update_webhook.description);
         hook.description := nullif(update_webhook.description, '');
     END IF;
 

@@ -510,8 +510,8 @@ sync_with_table(void)
 	{
 		end_work();
 		ereport(LOG,
-				(errmsg("lark_webhooks extension was dropped from database \"%s\"; the worker abandons %d requests in flight",
-						lark_database, lark_http_running())));
+				(errmsg("lark_webhooks extension was dropped from database \"%s\"; the worker forgets the requests it had out",
+						lark_database)));
 		stop_serving();
 		return;
 	}

@@ -34,7 +34,8 @@ make -s >"$log_dir/build.log" 2>&1 && make -s install >>"$log_dir/build.log" 2>&
 lark_cluster_start test \
 	"lark_webhooks.retry_delays = '300ms, 300ms, 300ms'" \
 	"lark_webhooks.timeout = '2s'" \
-	"fsync = off" || { echo "0 passed, 1 failed"; exit 1; }
+	"fsync = off" \
+	"log_min_messages = debug5" || { echo "0 passed, 1 failed"; exit 1; }
 trap 'lark_cluster_stop' EXIT
 
 # Count TAP lines in a runner's verbose output.

@@ -78,11 +78,17 @@ SELECT d.status, d.finished_at IS NOT NULL AS finished, d.last_error
 -- The freed slot can be used again.
 SELECT count(*) FROM lark.create_webhook('acct_api', 'https://example.com/7', ARRAY['workflow_repair.failure']);
 
--- A plain role can use the API but can neither write the tables nor read a secret.
+-- A plain role cannot use the API until it is granted, and even then can
+-- neither write the tables nor read a secret.
 CREATE ROLE lark_plain_user;
 GRANT lark_plain_user TO CURRENT_USER;
 SET ROLE lark_plain_user;
 SELECT count(*) FROM lark.create_webhook('acct_plain', 'https://example.com/p', ARRAY['workflow_execution.success']);
+RESET ROLE;
+GRANT EXECUTE ON FUNCTION lark.create_webhook(text, text, text[], text) TO lark_plain_user;
+SET ROLE lark_plain_user;
+SELECT count(*) FROM lark.create_webhook('acct_plain', 'https://example.com/p', ARRAY['workflow_execution.success']);
+SELECT lark.rotate_secret('wh_anything');
 SELECT secret FROM lark.webhook_secrets;
 SELECT * FROM lark.webhooks;
 INSERT INTO lark.webhooks (account_id, url, events) VALUES ('acct_plain', 'https://evil.example/', '{}');

@@ -3,10 +3,10 @@
 \echo Use "CREATE EXTENSION lark_webhooks" to load this file. \quit
 
 /*
- * Everything lives in schema "lark".  Plain roles get USAGE so that they can
- * call the API functions; the tables themselves carry no grants, so writes go
- * through the SECURITY DEFINER functions below and the signing secrets can be
- * read by the extension's owner alone.
+ * Everything lives in schema "lark".  The tables carry no grants: writes go
+ * through the SECURITY DEFINER functions below, which the owner grants to
+ * the roles that manage webhooks, and the signing secrets can be read by the
+ * extension's owner alone.
  */
 CREATE SCHEMA lark;
 GRANT USAGE ON SCHEMA lark TO PUBLIC;
@@ -508,6 +508,18 @@ $$;
 COMMENT ON FUNCTION lark.rotate_secret(text) IS
 'give a webhook a new signing secret, shown only this once; queued deliveries are signed with it';
 
+/*
+ * The webhook functions act for any account they are given, so they are
+ * not PUBLIC: the owner grants them to the roles that manage webhooks.
+ * sign, verify and event_types stay public; they touch nothing stored.
+ */
+REVOKE ALL ON FUNCTION lark.create_webhook(text, text, text[], text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION lark.update_webhook(text, text, text[], text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION lark.pause_webhook(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION lark.resume_webhook(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION lark.delete_webhook(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION lark.rotate_secret(text) FROM PUBLIC;
+
 /* ---------------------------------------------------------------------------
  * Events
  * ------------------------------------------------------------------------- */
@@ -522,7 +534,12 @@ CREATE TYPE lark.run_outcome AS (
     finished_at timestamptz
 );
 
-/* BEFORE ROW: a run that reaches a terminal status without finished_at gets one. */
+/*
+ * BEFORE ROW, on entering a terminal status: stamp finished_at unless the
+ * statement set it.  An insert without one gets now(); so does an update
+ * that leaves it as it was, which for a run finishing again would
+ * otherwise keep the time of its previous end.
+ */
 CREATE FUNCTION lark._stamp_finished_at()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -531,6 +548,23 @@ AS $$
 BEGIN
     NEW.finished_at := now();
     RETURN NEW;
+END
+$$;
+
+/*
+ * BEFORE UPDATE OF id: a run's id is what its events and receivers know it
+ * by, and what pairs its old and new row in the event trigger.
+ */
+CREATE FUNCTION lark._forbid_id_change()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'the id of a run cannot change'
+        USING ERRCODE = 'feature_not_supported',
+              DETAIL = format('%s %s would become %s.', TG_TABLE_NAME, OLD.id, NEW.id),
+              HINT = 'Insert a new run instead.';
 END
 $$;
 
@@ -600,12 +634,22 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER stamp_finished_at
-    BEFORE INSERT OR UPDATE OF status ON lark.workflow_executions
+CREATE TRIGGER stamp_finished_at_on_insert
+    BEFORE INSERT ON lark.workflow_executions
     FOR EACH ROW
-    WHEN (NEW.finished_at IS NULL
-          AND NEW.status IN ('success', 'failure', 'cancelled'))
+    WHEN (NEW.finished_at IS NULL AND NEW.status IN ('success', 'failure', 'cancelled'))
     EXECUTE FUNCTION lark._stamp_finished_at();
+CREATE TRIGGER stamp_finished_at_on_update
+    BEFORE UPDATE OF status ON lark.workflow_executions
+    FOR EACH ROW
+    WHEN (NEW.status IN ('success', 'failure', 'cancelled') AND NEW.status IS DISTINCT FROM OLD.status
+          AND NEW.finished_at IS NOT DISTINCT FROM OLD.finished_at)
+    EXECUTE FUNCTION lark._stamp_finished_at();
+CREATE TRIGGER forbid_id_change
+    BEFORE UPDATE OF id ON lark.workflow_executions
+    FOR EACH ROW
+    WHEN (NEW.id IS DISTINCT FROM OLD.id)
+    EXECUTE FUNCTION lark._forbid_id_change();
 CREATE TRIGGER enqueue_on_insert
     AFTER INSERT ON lark.workflow_executions
     REFERENCING NEW TABLE AS new_rows
@@ -617,11 +661,22 @@ CREATE TRIGGER enqueue_on_update
     FOR EACH STATEMENT
     EXECUTE FUNCTION lark._enqueue_events('workflow_execution', 'execution_id');
 
-CREATE TRIGGER stamp_finished_at
-    BEFORE INSERT OR UPDATE OF status ON lark.workflow_generations
+CREATE TRIGGER stamp_finished_at_on_insert
+    BEFORE INSERT ON lark.workflow_generations
     FOR EACH ROW
     WHEN (NEW.finished_at IS NULL AND NEW.status IN ('success', 'failure'))
     EXECUTE FUNCTION lark._stamp_finished_at();
+CREATE TRIGGER stamp_finished_at_on_update
+    BEFORE UPDATE OF status ON lark.workflow_generations
+    FOR EACH ROW
+    WHEN (NEW.status IN ('success', 'failure') AND NEW.status IS DISTINCT FROM OLD.status
+          AND NEW.finished_at IS NOT DISTINCT FROM OLD.finished_at)
+    EXECUTE FUNCTION lark._stamp_finished_at();
+CREATE TRIGGER forbid_id_change
+    BEFORE UPDATE OF id ON lark.workflow_generations
+    FOR EACH ROW
+    WHEN (NEW.id IS DISTINCT FROM OLD.id)
+    EXECUTE FUNCTION lark._forbid_id_change();
 CREATE TRIGGER enqueue_on_insert
     AFTER INSERT ON lark.workflow_generations
     REFERENCING NEW TABLE AS new_rows
@@ -633,11 +688,22 @@ CREATE TRIGGER enqueue_on_update
     FOR EACH STATEMENT
     EXECUTE FUNCTION lark._enqueue_events('workflow_generation', 'generation_id');
 
-CREATE TRIGGER stamp_finished_at
-    BEFORE INSERT OR UPDATE OF status ON lark.workflow_repairs
+CREATE TRIGGER stamp_finished_at_on_insert
+    BEFORE INSERT ON lark.workflow_repairs
     FOR EACH ROW
     WHEN (NEW.finished_at IS NULL AND NEW.status IN ('success', 'failure'))
     EXECUTE FUNCTION lark._stamp_finished_at();
+CREATE TRIGGER stamp_finished_at_on_update
+    BEFORE UPDATE OF status ON lark.workflow_repairs
+    FOR EACH ROW
+    WHEN (NEW.status IN ('success', 'failure') AND NEW.status IS DISTINCT FROM OLD.status
+          AND NEW.finished_at IS NOT DISTINCT FROM OLD.finished_at)
+    EXECUTE FUNCTION lark._stamp_finished_at();
+CREATE TRIGGER forbid_id_change
+    BEFORE UPDATE OF id ON lark.workflow_repairs
+    FOR EACH ROW
+    WHEN (NEW.id IS DISTINCT FROM OLD.id)
+    EXECUTE FUNCTION lark._forbid_id_change();
 CREATE TRIGGER enqueue_on_insert
     AFTER INSERT ON lark.workflow_repairs
     REFERENCING NEW TABLE AS new_rows
@@ -650,6 +716,7 @@ CREATE TRIGGER enqueue_on_update
     EXECUTE FUNCTION lark._enqueue_events('workflow_repair', 'repair_id');
 
 REVOKE ALL ON FUNCTION lark._stamp_finished_at() FROM PUBLIC;
+REVOKE ALL ON FUNCTION lark._forbid_id_change() FROM PUBLIC;
 REVOKE ALL ON FUNCTION lark._enqueue_events() FROM PUBLIC;
 
 /* A worker already waiting for this database picks the schema up at commit. */

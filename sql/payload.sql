@@ -126,3 +126,16 @@ SELECT (e.body::json->'workflow'->>'name') = w.name AS name_round_trips,
   JOIN lark.workflows w ON w.id = e.workflow_id
   JOIN lark.workflow_executions x ON x.id = e.runnable_id
  WHERE e.runnable_id = 'exec_tricky';
+
+-- A run that finishes again gets a new finished_at, not its old one.
+INSERT INTO lark.workflow_executions (id, workflow_id, status, started_at, finished_at)
+VALUES ('exec_again', 'wf_abc123', 'failure', '2026-05-01 09:00:00+00', '2026-05-01 09:05:00+00');
+UPDATE lark.workflow_executions SET status = 'running', started_at = now() WHERE id = 'exec_again';
+UPDATE lark.workflow_executions SET status = 'success' WHERE id = 'exec_again';
+SELECT finished_at >= started_at AS finished_after_start FROM lark.workflow_executions WHERE id = 'exec_again';
+SELECT (body::json->'data'->>'duration_ms')::bigint >= 0 AS duration_not_negative
+  FROM lark.events WHERE runnable_id = 'exec_again' AND event = 'workflow_execution.success';
+
+-- A run's id cannot change: it is what its events are known by.
+UPDATE lark.workflow_executions SET id = 'exec_renamed', status = 'failure' WHERE id = 'exec_again';
+SELECT count(*) AS renamed FROM lark.workflow_executions WHERE id = 'exec_renamed';

@@ -20,6 +20,7 @@
  */
 #include "lark_webhooks.h"
 
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/epoll.h>
 
@@ -122,6 +123,39 @@ opensocket_callback(void *clientp, curlsocktype purpose,
 
 	req->refusal[0] = '\0';
 	return socket(address->family, address->socktype, address->protocol);
+}
+
+/*
+ * CURLOPT_PREREQFUNCTION: the address policy again, for every request,
+ * just before it is sent.  A pooled connection is reused without opening
+ * a socket, so without this a connection opened while its range was
+ * allowed would outlive a narrower lark_webhooks.allowed_networks.
+ */
+static int
+prereq_callback(void *clientp, char *primary_ip, char *local_ip,
+				int primary_port, int local_port)
+{
+	LarkRequest *req = (LarkRequest *) clientp;
+	struct sockaddr_storage ss;
+
+	memset(&ss, 0, sizeof(ss));
+	if (inet_pton(AF_INET, primary_ip,
+				  &((struct sockaddr_in *) &ss)->sin_addr) == 1)
+		ss.ss_family = AF_INET;
+	else if (inet_pton(AF_INET6, primary_ip,
+					   &((struct sockaddr_in6 *) &ss)->sin6_addr) == 1)
+		ss.ss_family = AF_INET6;
+	else
+	{
+		snprintf(req->refusal, sizeof(req->refusal),
+				 "the peer address \"%s\" could not be checked", primary_ip);
+		return CURL_PREREQFUNC_ABORT;
+	}
+
+	if (!lark_address_allowed((struct sockaddr *) &ss, req->refusal,
+							  sizeof(req->refusal)))
+		return CURL_PREREQFUNC_ABORT;
+	return CURL_PREREQFUNC_OK;
 }
 
 /*
@@ -255,6 +289,8 @@ lark_http_start(LarkRequest *req)
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
 	curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, opensocket_callback);
 	curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, req);
+	curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, prereq_callback);
+	curl_easy_setopt(easy, CURLOPT_PREREQDATA, req);
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->errbuf);
 	req->errbuf[0] = '\0';
 

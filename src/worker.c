@@ -54,6 +54,9 @@
 /* How often to look for the extension while it is not installed. */
 #define MISSING_POLL_MS (10 * 1000)
 
+/* How soon to look again at a due delivery whose row was locked. */
+#define LOCKED_RETRY_MS 1000
+
 /* Longest pause after a run of errors. */
 #define MAX_ERROR_BACKOFF_MS (60 * 1000)
 
@@ -78,20 +81,25 @@ static const char *const claim_sql =
 "   AND e.id = d.event_id "
 "RETURNING d.id, d.webhook_id, d.attempts, w.url, s.secret, e.event, e.body";
 
-/* When the earliest delivery that is not yet due falls due. */
+/*
+ * When the earliest delivery the claim could take falls due: the same rows
+ * as the claim, without the time condition.
+ */
 static const char *const next_due_sql =
 "SELECT d.next_attempt_at"
 "  FROM lark.deliveries d"
 "  JOIN lark.webhooks w ON w.id = d.webhook_id"
+"  JOIN lark.webhook_secrets s ON s.webhook_id = w.id"
+"  JOIN lark.events e ON e.id = d.event_id"
 " WHERE d.status = 'pending' AND w.active"
 " ORDER BY d.next_attempt_at"
 " LIMIT 1";
 
 /*
  * Record a batch of finished attempts, given as parallel arrays, and
- * return the deliveries that have now failed for good.  Rows no longer
- * in_flight (their webhook was deleted meanwhile) keep their status; the
- * attempt is recorded all the same.
+ * return the deliveries that have now failed for good.  A delivery that
+ * was cancelled while in flight (its webhook was deleted) stays cancelled,
+ * but its attempt is counted and recorded all the same.
  */
 static const char *const record_sql =
 "WITH r AS ("
@@ -112,13 +120,19 @@ static const char *const record_sql =
 "  ON CONFLICT DO NOTHING"
 "), updated AS ("
 "  UPDATE lark.deliveries d"
-"     SET status = r.status, attempts = r.attempt,"
-"         next_attempt_at = r.next_attempt_at,"
-"         last_http_status = r.http_status, last_error = r.error,"
-"         finished_at = CASE WHEN r.status = 'pending' THEN NULL"
+"     SET status = CASE WHEN d.status = 'cancelled' THEN d.status"
+"                       ELSE r.status END,"
+"         attempts = r.attempt,"
+"         next_attempt_at = CASE WHEN d.status = 'cancelled' THEN NULL"
+"                                ELSE r.next_attempt_at END,"
+"         last_http_status = r.http_status,"
+"         last_error = CASE WHEN d.status = 'cancelled' THEN d.last_error"
+"                           ELSE r.error END,"
+"         finished_at = CASE WHEN d.status = 'cancelled' THEN d.finished_at"
+"                            WHEN r.status = 'pending' THEN NULL"
 "                            ELSE clock_timestamp() END"
 "    FROM r"
-"   WHERE d.id = r.delivery_id AND d.status = 'in_flight'"
+"   WHERE d.id = r.delivery_id AND d.status IN ('in_flight', 'cancelled')"
 "  RETURNING d.id, d.status"
 ") "
 "SELECT id FROM updated WHERE status = 'failed'";
@@ -481,6 +495,14 @@ claim_due(int limit, dlist_head *claimed)
 			if (!isnull)
 				ws.next_due = DatumGetTimestampTz(d);
 		}
+
+		/*
+		 * Due yet not claimed: another transaction holds its row lock.  Look
+		 * again in a while rather than spin; its commit may not wake us.
+		 */
+		if (ws.next_due != 0 && ws.next_due <= GetCurrentTimestamp())
+			ws.next_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													  LOCKED_RETRY_MS);
 	}
 }
 

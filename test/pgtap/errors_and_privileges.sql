@@ -83,8 +83,11 @@ SELECT ok(NOT has_table_privilege('lark_tap_user', 'lark.webhook_secrets', 'SELE
 SELECT ok(NOT has_table_privilege('lark_tap_user', 'lark.webhooks', 'INSERT'), 'plain role cannot insert webhooks');
 SELECT ok(NOT has_table_privilege('lark_tap_user', 'lark.deliveries', 'UPDATE'), 'plain role cannot update deliveries');
 SELECT ok(NOT has_table_privilege('lark_tap_user', 'lark.delivery_attempts', 'INSERT'), 'plain role cannot forge attempts');
-SELECT ok(has_function_privilege('lark_tap_user', 'lark.create_webhook(text, text, text[], text)', 'EXECUTE'),
-          'plain role can create webhooks through the API');
+SELECT ok(NOT has_function_privilege('lark_tap_user', 'lark.create_webhook(text, text, text[], text)', 'EXECUTE')
+          AND NOT has_function_privilege('lark_tap_user', 'lark.rotate_secret(text)', 'EXECUTE')
+          AND NOT has_function_privilege('lark_tap_user', 'lark.update_webhook(text, text, text[], text)', 'EXECUTE'),
+          'plain role cannot manage webhooks until granted');
+GRANT EXECUTE ON FUNCTION lark.create_webhook(text, text, text[], text) TO lark_tap_user;
 SELECT ok(NOT has_function_privilege('lark_tap_user', 'lark._wake_worker()', 'EXECUTE'), 'internal functions are not public');
 
 -- No function a plain role may call returns a stored secret: the only

@@ -2,14 +2,15 @@
 deleted webhooks cancel theirs; a rotated secret signs the next attempt.
 """
 import os
+import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 from lark_test import (Receiver, Tap, create_webhook, create_workflow,  # noqa: E402
                        deliveries_of, finish_run, new_account, psql, quote,
-                       remember_secret, set_settings, wait_for_status,
-                       wait_until)
+                       remember_secret, rows, set_settings,
+                       wait_for_status, wait_until)
 
 t = Tap()
 r = Receiver()
@@ -100,6 +101,39 @@ wait_for_status([d["id"] for d in deliveries_of(hook5)])
 got = r.received("/rotated")
 t.is_(len(got), 1, "the queued delivery went out after rotation")
 t.ok(got and got[0]["signature_valid"], "signed with the new secret")
+
+# A webhook deleted while its delivery is in flight: the delivery stays
+# cancelled, and the attempt that was under way is counted and recorded.
+hook6, secret6 = create_webhook(account, r.url("/deleted-in-flight"), ["workflow_repair.success"])
+r.route("/deleted-in-flight", secret6, ("slow", 1.0))
+finish_run(workflow, "workflow_repair", "success")
+wait_until(lambda: r.received("/deleted-in-flight"), timeout=10)
+psql("SELECT lark.delete_webhook(%s)" % quote(hook6))
+time.sleep(1.5)
+d6 = deliveries_of(hook6)
+t.is_([(d["status"], d["attempts"], d["last_http_status"]) for d in d6], [("cancelled", 1, 200)],
+      "deleted mid-flight: cancelled, with its one attempt counted")
+t.is_(len(rows("SELECT 1 FROM lark.delivery_attempts WHERE delivery_id = %s" % quote(d6[0]["id"]))), 1,
+      "and recorded")
+
+# A due delivery whose row another transaction has locked does not make
+# the worker spin: it looks again a second later.
+set_settings(retry_delays="1s")
+hook7, secret7 = create_webhook(account, r.url("/locked"), ["workflow_generation.failure"])
+r.route("/locked", secret7, ("fail", 1))
+finish_run(workflow, "workflow_generation", "failure")
+d7 = wait_until(lambda: [d for d in deliveries_of(hook7) if d["attempts"] == 1], timeout=10)[0]["id"]
+commits_before = int(psql("SELECT xact_commit FROM pg_stat_database WHERE datname = 'postgres'"))
+holder = subprocess.Popen(["psql", "-X", "-q", "-c",
+                           "BEGIN; SELECT 1 FROM lark.deliveries WHERE id = %s FOR UPDATE; "
+                           "SELECT pg_sleep(4); COMMIT;" % quote(d7)], stdout=subprocess.DEVNULL)
+holder.wait(30)
+time.sleep(1.2)
+commits = int(psql("SELECT xact_commit FROM pg_stat_database WHERE datname = 'postgres'")) - commits_before
+t.ok(commits < 200, "while the row was locked the worker did not spin (%d commits in 4 s)" % commits)
+done7 = wait_for_status([d7], timeout=15)
+t.is_([d["status"] for d in done7], ["succeeded"], "once released, the delivery went out")
+set_settings(retry_delays=None)
 
 r.close()
 t.done()

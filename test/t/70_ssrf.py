@@ -76,5 +76,17 @@ try:
 except SqlError as e:
     t.is_(e.sqlstate, "22023", "metadata address still refused with loopback allowed")
 
+# Narrowing the list also stops requests over connections already open:
+# the last delivery left a kept-alive connection to the receiver.
+before = len(r.received())
+set_settings(allowed_networks="")
+finish_run(workflow, "workflow_execution", "success")
+ids = [deliveries_of(h)[-1]["id"] for h in (hook_literal, hook_name)]
+settled = wait_for_status(ids, timeout=30)
+t.is_(sorted(d["status"] for d in settled), ["failed", "failed"],
+      "after narrowing, deliveries over the pooled connection are refused")
+t.is_(len(r.received()), before, "and nothing more reached the receiver")
+set_settings(allowed_networks="127.0.0.0/8, ::1/128")
+
 r.close()
 t.done()

@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -65,12 +66,12 @@ class Session:
     psql; with ON_ERROR_STOP an error ends psql, and we report that file.
     """
 
-    def __init__(self, name="session"):
+    def __init__(self, name="session", dbname=DB):
         self.err_path = os.path.join(WORK_DIR, "psql_%s_%s.err" % (name, uuid.uuid4().hex[:6]))
         self.err = open(self.err_path, "w")
         self.proc = subprocess.Popen(
             [os.path.join(PGBIN, "psql"), "-X", "-q", "-A", "-t",
-             "-v", "ON_ERROR_STOP=1", "-d", DB],
+             "-v", "ON_ERROR_STOP=1", "-d", dbname],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err,
             text=True, bufsize=1)
         self.n = 0
@@ -245,24 +246,42 @@ def batch_filter(wf, lo):
             "WHERE e.id > %d AND e.workflow_id = %s)" % (lo, lo, quote(wf)))
 
 
-def wait_settled(db, wf, lo, expected, timeout, done_statuses=("succeeded",),
+def open_deliveries_sql(hooks):
+    """SQL: does any delivery to these webhooks still wait (pending or in
+    flight)?  EXISTS over the extension's partial index of open deliveries
+    stops at the first row, so a poll costs well under a millisecond even
+    with 20,000 queued; counting the whole batch every 20 ms instead took
+    25-45 ms a poll, one of our two CPUs, and slowed the worker it measured."""
+    ids = ", ".join(quote(h) for h in hooks)
+    return ("SELECT EXISTS (SELECT 1 FROM lark.deliveries d "
+            "WHERE d.webhook_id IN (%s) AND d.status IN ('pending', 'in_flight'))" % ids)
+
+
+def wait_settled(db, hooks, wf, lo, expected, timeout, done_statuses=("succeeded",),
                  interval=0.02):
-    """Poll every interval until the batch has `expected` deliveries, all in
-    done_statuses, or timeout passes.  Returns (seconds waited or None,
-    last counts)."""
-    statuses = ", ".join(quote(s) for s in done_statuses)
-    sql = ("SELECT count(*), count(*) FILTER (WHERE d.status NOT IN (%s)) "
-           "FROM lark.deliveries d WHERE %s" % (statuses, batch_filter(wf, lo)))
-    start = time.time()
-    deadline = start + timeout
+    """Poll every interval until no delivery to hooks is open, or timeout
+    passes; then count the batch (wf's events after lo) once.  Returns
+    (client time the empty queue was seen, or None on timeout,
+    (deliveries in the batch, of which not in done_statuses))."""
+    poll = open_deliveries_sql(hooks)
+    deadline = time.time() + timeout
+    done_at = None
     while True:
-        total, open_ = (int(x) for x in db.value(sql).split("|"))
+        busy = db.value(poll) == "t"
         now = time.time()
-        if total >= expected and open_ == 0:
-            return now, (total, open_)
+        if not busy:
+            done_at = now
+            break
         if now >= deadline:
-            return None, (total, open_)
+            break
         time.sleep(interval)
+    statuses = ", ".join(quote(s) for s in done_statuses)
+    total, not_done = (int(x) for x in db.value(
+        "SELECT count(*), count(*) FILTER (WHERE d.status NOT IN (%s)) "
+        "FROM lark.deliveries d WHERE %s" % (statuses, batch_filter(wf, lo))).split("|"))
+    if total < expected or not_done > 0:
+        done_at = None
+    return done_at, (total, not_done)
 
 
 def attempt_counts(db, wf, lo):
@@ -303,16 +322,18 @@ def analyze(db):
 
 def throughput(db, executions, timeout=120.0, paths=("/t1", "/t2", "/t3", "/t4", "/t5")):
     """Complete `executions` runs in one UPDATE; each has len(paths) webhooks
-    at nginx.  Timed from the UPDATE's commit to the poll that sees every
-    delivery succeeded."""
-    wf, _ = new_account(db, [nginx_url(p) for p in paths])
+    at nginx.  Timed from the UPDATE's commit (client clock when psql
+    returned it) to the first poll that finds no delivery open, after which
+    the batch is checked to be all succeeded."""
+    wf, hooks = new_account(db, [nginx_url(p) for p in paths])
+    hooks = [h for h, _ in hooks]
     insert_running(db, wf, "exec_tp_%s_" % uuid.uuid4().hex[:6], executions)
     analyze(db)
     lo = last_event_id(db)
     expected = executions * len(paths)
     sent, committed = db.timed("UPDATE lark.workflow_executions SET status = 'success' "
                                "WHERE workflow_id = %s AND status = 'running'" % quote(wf))
-    done_at, (total, open_) = wait_settled(db, wf, lo, expected, timeout)
+    done_at, (total, open_) = wait_settled(db, hooks, wf, lo, expected, timeout)
     attempts, failed, timeouts = attempt_counts(db, wf, lo)
     result = {"deliveries": expected, "enqueued": total, "open": open_,
               "enqueue_s": committed - sent, "attempts": attempts,
@@ -329,7 +350,10 @@ def throughput(db, executions, timeout=120.0, paths=("/t1", "/t2", "/t3", "/t4",
 def run_wrk(db):
     """wrk against the same nginx: POST, keep-alive, 64 connections, with a
     real event body and our headers, so that it sends what the worker sends."""
-    body = db.value("SELECT body FROM lark.events ORDER BY id DESC LIMIT 1") or "{}"
+    # The body the triggers would build for one of our executions.
+    body = db.value("SELECT lark._event_body(%s, now(), 'wf_000000000000000000000000', "
+                    "'Bench', 'Benchmark workflow', '{}', 'execution_id', "
+                    "'exec_tp_000000_1', 'success', now(), now(), NULL)" % quote(EVENT))
     script = os.path.join(WORK_DIR, "post.lua")
     with open(script, "w") as f:
         f.write('wrk.method = "POST"\n')
@@ -347,9 +371,9 @@ def run_wrk(db):
     return float(match.group(1)), int(errors.group(1)) if errors else 0
 
 
-def pgbench_run(seconds, script, clients=2):
+def pgbench_run(seconds, script, clients=2, dbname=DB):
     cmd = [os.path.join(PGBIN, "pgbench"), "-n", "-c", str(clients), "-j", str(clients),
-           "-T", str(seconds), "-f", script, DB]
+           "-T", str(seconds), "-f", script, dbname]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120)
     match = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", proc.stdout)
     if proc.returncode != 0 or not match:
@@ -363,17 +387,50 @@ def set_triggers(db, on):
            % ("ENABLE" if on else "DISABLE"))
 
 
-def trigger_cost(db, seconds=10, rows=300000):
+IDLE_DB = "lark_bench_idle"
+
+
+def trigger_alone(db, script, seconds):
+    """Diagnostic for 2a: the same pgbench runs in a database the worker
+    does not serve (it serves lark_webhooks.database only), so that the
+    triggers queue their deliveries and nobody sends them.  Without / with
+    triggers there is the cost of the triggers alone, with no worker
+    competing for the CPUs."""
+    db.run("DROP DATABASE IF EXISTS " + IDLE_DB)
+    db.run("CREATE DATABASE " + IDLE_DB)
+    idle = Session("idle", IDLE_DB)
+    try:
+        idle.run("CREATE EXTENSION lark_webhooks")
+        wf, _ = new_account(idle, [nginx_url("/i%d" % i) for i in range(1, 6)])
+        idle.run("CREATE SEQUENCE public.lark_bench_seq")
+        insert_running(idle, wf, "exec_pgb_", 80000)
+        idle.run("VACUUM ANALYZE lark.workflow_executions")
+        analyze(idle)
+        idle.run("CHECKPOINT")
+        res = {"off": [], "on": []}
+        for mode in ("off", "on", "off", "on"):
+            set_triggers(idle, mode == "on")
+            res[mode].append(pgbench_run(seconds // 2, script, dbname=IDLE_DB))
+        queued = int(idle.value("SELECT count(*) FROM lark.deliveries"))
+        res["queued"] = queued
+    finally:
+        idle.close()
+    db.run("DROP DATABASE IF EXISTS " + IDLE_DB)
+    return res
+
+
+def trigger_cost(db, seconds=10, rows=150000):
     """(a) pgbench, each transaction completing one execution that 5 webhooks
     subscribe to, with and without the triggers; (b) 10,000 completions in
     one UPDATE, with and without."""
-    wf, _ = new_account(db, [nginx_url("/p%d" % i) for i in range(1, 6)])
+    wf, hooks = new_account(db, [nginx_url("/p%d" % i) for i in range(1, 6)])
+    hooks = [h for h, _ in hooks]
     # A sequence hands each transaction its own running execution, so that
     # every transaction really makes a transition (random ids would collide).
     db.run("DROP SEQUENCE IF EXISTS public.lark_bench_seq")
     db.run("CREATE SEQUENCE public.lark_bench_seq")
     insert_running(db, wf, "exec_pgb_", rows)
-    # Two sets of 10,000 for (b), in workflows of their own.
+    # Two sets of 10,000 for (b), in workflows of the same account.
     wf_off = db.value("INSERT INTO lark.workflows (account_id, name) "
                       "SELECT account_id, 'Bench bulk off' FROM lark.workflows "
                       "WHERE id = %s RETURNING id" % quote(wf))
@@ -393,26 +450,33 @@ def trigger_cost(db, seconds=10, rows=300000):
                 "UPDATE lark.workflow_executions e SET status = 'success' "
                 "FROM n WHERE e.id = 'exec_pgb_' || n.v AND e.status = 'running';\n")
 
-    def transitions(run):
-        before = int(db.value("SELECT count(*) FROM lark.workflow_executions "
-                              "WHERE workflow_id = %s AND status = 'success'" % quote(wf)))
-        tps, txns = run()
-        after = int(db.value("SELECT count(*) FROM lark.workflow_executions "
-                             "WHERE workflow_id = %s AND status = 'success'" % quote(wf)))
-        return tps, txns, after - before
+    def completed():
+        return int(db.value("SELECT count(*) FROM lark.workflow_executions "
+                            "WHERE workflow_id = %s AND status = 'success'" % quote(wf)))
 
-    res = {}
+    def measured(secs):
+        """(tps, transactions, real transitions, deliveries queued and
+        whether they were all delivered afterwards)."""
+        lo = last_event_id(db)
+        before = completed()
+        tps, txns = pgbench_run(secs, script)
+        moved = completed() - before
+        # The worker delivered during the run, as it would in production;
+        # let it finish before the next run, so that no run pays for
+        # another's backlog.
+        done_at, (queued, _) = wait_settled(db, hooks, wf, lo, 0, 180)
+        return tps, txns, moved, queued, done_at is not None
+
+    res = {"off": [], "on": []}
     set_triggers(db, False)
     pgbench_run(2, script)  # warm-up: caches, connections; not reported
-    res["off"] = transitions(lambda: pgbench_run(seconds, script))
-    set_triggers(db, True)
-    lo = last_event_id(db)
-    res["on"] = transitions(lambda: pgbench_run(seconds, script))
-    # The worker delivered during the run, as it would in production; let it
-    # finish before timing anything else.
-    done_at, (total, open_) = wait_settled(db, wf, lo, res["on"][2] * 5, 180)
-    res["on_backlog_drained"] = done_at is not None
-    res["on_deliveries"] = total
+    db.run("CHECKPOINT")  # so that no run inherits the set-up's checkpoint
+    # Alternate, half the time each, so that drift (checkpoints, autovacuum,
+    # a noisy neighbour) falls on both sides alike.
+    for mode in ("off", "on", "off", "on"):
+        set_triggers(db, mode == "on")
+        res[mode].append(measured(seconds // 2))
+    res["idle"] = trigger_alone(db, script, seconds)
 
     # (b) one statement, 10,000 completions, client-side time of the
     # autocommitted UPDATE (its commit included).
@@ -426,7 +490,7 @@ def trigger_cost(db, seconds=10, rows=300000):
                     "WHERE workflow_id = %s AND status = 'running'" % quote(wf_on))
     res["bulk_on"] = c - s
     # 50,000 deliveries to drain: a second throughput figure, for free.
-    done_at, (total, open_) = wait_settled(db, wf_on, lo, 50000, 180)
+    done_at, _ = wait_settled(db, hooks, wf_on, lo, 50000, 180)
     res["bulk_drain_rate"] = 50000 / (done_at - c) if done_at else None
     return res
 
@@ -498,7 +562,7 @@ def burst(db, receiver, executions=1000, delay=0.05):
     lo = last_event_id(db)
     _, committed = db.timed("UPDATE lark.workflow_executions SET status = 'success' "
                             "WHERE workflow_id = %s AND status = 'running'" % quote(wf))
-    done_at, (total, open_) = wait_settled(db, wf, lo, executions, 120)
+    done_at, (total, open_) = wait_settled(db, [hooks[0][0]], wf, lo, executions, 120)
     attempts, failed, timeouts = attempt_counts(db, wf, lo)
     return {"seconds": done_at - committed if done_at else None, "open": open_,
             "attempts": attempts, "failed_attempts": failed, "timeouts": timeouts,
@@ -514,10 +578,15 @@ def memory(db, chunks=10, per_chunk=2000):
     db.run("SELECT pg_reload_conf()")
     time.sleep(0.5)
     refused = "http://127.0.0.1:%d/m5" % closed_port()
-    wf, _ = new_account(db, [nginx_url("/m1"), nginx_url("/m2"),
-                             nginx_url("/fail/m3"), nginx_url("/fail/m4"), refused])
+    wf, hooks = new_account(db, [nginx_url("/m1"), nginx_url("/m2"),
+                                 nginx_url("/fail/m3"), nginx_url("/fail/m4"), refused])
+    hooks = [h for h, _ in hooks]
     pid = worker_pid(db)
     before = vm_kb(pid, "VmRSS")
+    # VmRSS counts the pages of shared_buffers this process has touched
+    # (RssShmem), which grow towards shared_buffers as the tables grow and
+    # are no leak; RssAnon is the worker's private memory, where one would be.
+    anon_before = vm_kb(pid, "RssAnon")
     counts = {"succeeded": 0, "failed": 0}
     settled = True
     started = time.time()
@@ -527,7 +596,7 @@ def memory(db, chunks=10, per_chunk=2000):
         lo = last_event_id(db)
         db.run("UPDATE lark.workflow_executions SET status = 'success' "
                "WHERE workflow_id = %s AND status = 'running'" % quote(wf))
-        done_at, _ = wait_settled(db, wf, lo, per_chunk * 5, 120,
+        done_at, _ = wait_settled(db, hooks, wf, lo, per_chunk * 5, 120,
                                   done_statuses=("succeeded", "failed"))
         if done_at is None:
             settled = False
@@ -541,10 +610,14 @@ def memory(db, chunks=10, per_chunk=2000):
     pid_after = worker_pid(db)
     after = vm_kb(pid_after, "VmRSS") if pid_after == pid else None
     hwm = vm_kb(pid_after, "VmHWM") if pid_after == pid else None
+    anon_after = vm_kb(pid_after, "RssAnon") if pid_after == pid else None
+    shmem_after = vm_kb(pid_after, "RssShmem") if pid_after == pid else None
     db.run("ALTER SYSTEM RESET lark_webhooks.retry_delays")
     db.run("ALTER SYSTEM RESET lark_webhooks.timeout")
     db.run("SELECT pg_reload_conf()")
     return {"before_kb": before, "after_kb": after, "hwm_kb": hwm, "settled": settled,
+            "anon_before_kb": anon_before, "anon_after_kb": anon_after,
+            "shmem_after_kb": shmem_after,
             "counts": counts, "total": chunks * per_chunk * 5, "seconds": elapsed,
             "same_pid": pid_after == pid}
 
@@ -590,12 +663,22 @@ def build_table(r):
     rows.append(("1", "wrk -t2 -c64 -d5s, POST keep-alive, same nginx",
                  "%s req/s" % fmt(r["wrk"][0]), "", REF_WRK, ""))
     tc = r["trigger"]
-    off, on = tc["off"][0], tc["on"][0]
+    off = sum(x[0] for x in tc["off"]) / len(tc["off"])
+    on = sum(x[0] for x in tc["on"]) / len(tc["on"])
     ratio_a = off / on if on else None
-    rows.append(("2a", "pgbench 2 clients x %ds, 1 completion/txn, 5 webhooks: "
-                 "tps without / with triggers" % r["pgbench_seconds"],
+    rows.append(("2a", "pgbench 2 clients, 1 completion/txn, 5 webhooks, 2 x %d s "
+                 "alternating: tps without / with triggers (worker delivering)"
+                 % (r["pgbench_seconds"] // 2),
                  "%s / %s = %sx" % (fmt(off), fmt(on), fmt(ratio_a, "{:.2f}")),
                  "<= 1.3x", "pg_net 1.25-1.44x", verdict(ratio_a is not None and ratio_a <= 1.3)))
+    idle = tc["idle"]
+    i_off = sum(x[0] for x in idle["off"]) / len(idle["off"])
+    i_on = sum(x[0] for x in idle["on"]) / len(idle["on"])
+    rows.append(("2a'", "diagnostic: same in a database the worker does not serve "
+                 "(triggers alone, nothing sent)",
+                 "%s / %s = %sx" % (fmt(i_off), fmt(i_on), fmt(i_off / i_on if i_on else None,
+                                                              "{:.2f}")),
+                 "", "", ""))
     ratio_b = tc["bulk_on"] / tc["bulk_off"] if tc["bulk_off"] else None
     rows.append(("2b", "10,000 completions in one UPDATE (x 5 webhooks): "
                  "without / with triggers",
@@ -617,14 +700,24 @@ def build_table(r):
                  verdict(b["seconds"] is not None and b["timeouts"] == 0
                          and b["failed_attempts"] == 0)))
     m = r["memory"]
+    mb = lambda kb: kb / 1024 if kb is not None else None  # noqa: E731
     growth = (m["after_kb"] - m["before_kb"]) / 1024 if m["after_kb"] is not None else None
     rows.append(("5", "worker VmRSS before / after %s deliveries (2xx, 500, refused)"
                  % fmt(m["total"]),
-                 "%s / %s MB (%s MB)" % (fmt(m["before_kb"] / 1024, "{:.1f}"),
-                                         fmt(m["after_kb"] / 1024 if m["after_kb"] else None, "{:.1f}"),
+                 "%s / %s MB (%s MB)" % (fmt(mb(m["before_kb"]), "{:.1f}"),
+                                         fmt(mb(m["after_kb"]), "{:.1f}"),
                                          fmt(growth, "{:+.1f}")),
                  "growth < 10 MB", "",
                  verdict(growth is not None and growth < 10 and m["settled"])))
+    anon = (m["anon_after_kb"] - m["anon_before_kb"]) / 1024 if m["anon_after_kb"] is not None else None
+    rows.append(("5'", "of which private (RssAnon) before / after; the rest is "
+                 "shared_buffers pages touched (RssShmem %s MB after)"
+                 % fmt(mb(m["shmem_after_kb"]), "{:.0f}"),
+                 "%s / %s MB (%s MB)" % (fmt(mb(m["anon_before_kb"]), "{:.1f}"),
+                                         fmt(mb(m["anon_after_kb"]), "{:.1f}"),
+                                         fmt(anon, "{:+.1f}")),
+                 "growth < 10 MB", "",
+                 verdict(anon is not None and anon < 10 and m["settled"])))
 
     header = ("#", "measure", "lark_webhooks", "target", "reference", "met")
     widths = [max(len(str(row[i])) for row in rows + [header]) for i in range(len(header))]
@@ -643,12 +736,18 @@ def notes(r):
         "- 1: the enqueueing UPDATE itself took %s ms; %s attempts for %s deliveries."
         % (fmt(tp["enqueue_s"] * 1000), fmt(tp["attempts"]), fmt(tp["deliveries"])),
         "- 1: wrk got %d non-2xx answers." % r["wrk"][1],
-        "- 2a: transactions / real transitions: without %s / %s, with %s / %s; "
-        "the %s deliveries queued by the run with triggers %s."
-        % (fmt(tc["off"][1]), fmt(tc["off"][2]), fmt(tc["on"][1]), fmt(tc["on"][2]),
-           fmt(tc["on_deliveries"]),
-           "were all delivered afterwards" if tc["on_backlog_drained"]
+        "- 2a: tps of each run without %s, with %s; transactions / real transitions "
+        "without %s / %s, with %s / %s; the %s deliveries queued by the runs with "
+        "triggers %s."
+        % (", ".join(fmt(x[0]) for x in tc["off"]), ", ".join(fmt(x[0]) for x in tc["on"]),
+           fmt(sum(x[1] for x in tc["off"])), fmt(sum(x[2] for x in tc["off"])),
+           fmt(sum(x[1] for x in tc["on"])), fmt(sum(x[2] for x in tc["on"])),
+           fmt(sum(x[3] for x in tc["on"])),
+           "were all delivered after each run" if all(x[4] for x in tc["on"])
            else "were NOT all delivered within 180 s"),
+        "- 2a': tps of each run without %s, with %s; %s deliveries queued, none sent."
+        % (", ".join(fmt(x[0]) for x in tc["idle"]["off"]),
+           ", ".join(fmt(x[0]) for x in tc["idle"]["on"]), fmt(tc["idle"]["queued"])),
         "- 2b: the 50,000 deliveries of the bulk UPDATE drained at %s /s."
         % fmt(tc["bulk_drain_rate"]),
         "- 3: %d of %d events arrived, %d with a bad signature; max %s ms; the "
@@ -683,8 +782,10 @@ def full():
 
     receiver = Receiver()
     try:
-        results["throughput"] = step("throughput (20,000 deliveries)", lambda: throughput(db, 4000))
+        # wrk first, while nothing else runs: it is the ceiling of the
+        # HTTP path alone.
         results["wrk"] = step("wrk", lambda: run_wrk(db))
+        results["throughput"] = step("throughput (20,000 deliveries)", lambda: throughput(db, 4000))
         results["trigger"] = step("trigger cost (pgbench, bulk)",
                                   lambda: trigger_cost(db, results["pgbench_seconds"]))
         results["latency"] = step("latency (200 events)", lambda: latency(db, receiver))
@@ -743,6 +844,9 @@ def smoke():
 
 
 def main():
+    # run.sh stops us with TERM on INT or failure: exit through the finally
+    # blocks and subprocess.run's clean-up, which kill pgbench and wrk.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     mode = sys.argv[1] if len(sys.argv) > 1 else "full"
     if mode == "smoke":
         return smoke()

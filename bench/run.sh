@@ -33,11 +33,21 @@ fi
 
 work_dir=$(mktemp -d /tmp/lark_webhooks_bench.XXXXXX)
 nginx_pid=
+bench_pid=
 started_cluster=0
 
 cleanup() {
 	local rc=$?
 	set +e
+	if [ -n "$bench_pid" ]; then
+		# bench.py turns TERM into a clean exit that stops its pgbench/wrk.
+		kill -TERM "$bench_pid" 2>/dev/null
+		for _ in $(seq 1 100); do
+			kill -0 "$bench_pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$bench_pid" 2>/dev/null
+	fi
 	if [ -n "$nginx_pid" ]; then
 		# Only the master we started; it takes its workers down with it.
 		kill -TERM "$nginx_pid" 2>/dev/null
@@ -81,7 +91,7 @@ if [ "$reuse" = 0 ]; then
 		die_with_log "could not start the cluster" ""
 	psql -X -q -v ON_ERROR_STOP=1 -d postgres -c 'CREATE EXTENSION lark_webhooks' >/dev/null
 else
-	psql -X -q -v ON_ERROR_STOP=1 -d postgres \
+	psql -X -q -v ON_ERROR_STOP=1 -d postgres -c 'SET client_min_messages = warning' \
 		-c 'CREATE EXTENSION IF NOT EXISTS lark_webhooks' >/dev/null
 fi
 
@@ -135,4 +145,11 @@ done
 
 export LARK_BENCH_NGINX_PORT=$nginx_port LARK_BENCH_WORK_DIR=$work_dir
 export LARK_BENCH_REUSED=$reuse
-python3 bench/bench.py "$mode"
+# In the background and waited for, so that a TERM or INT reaches our trap
+# at once instead of after the whole run.
+python3 bench/bench.py "$mode" &
+bench_pid=$!
+rc=0
+wait "$bench_pid" || rc=$?
+bench_pid=
+exit "$rc"

@@ -22,6 +22,13 @@ LANGUAGE C VOLATILE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION lark._random_hex(integer) IS
 'hex digits of nbytes bytes from the strong random source (used for ids and secrets)';
 
+CREATE FUNCTION lark._ordered_id(prefix text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'lark_ordered_id'
+LANGUAGE C VOLATILE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION lark._ordered_id(text) IS
+'prefix, 12 hex digits of the time in microseconds, 12 random hex digits (ids that sort by creation)';
+
 CREATE FUNCTION lark._check_url(url text)
 RETURNS void
 AS 'MODULE_PATHNAME', 'lark_check_url'
@@ -185,8 +192,8 @@ CREATE TABLE lark.events (
 );
 
 CREATE TABLE lark.deliveries (
-    id               text PRIMARY KEY DEFAULT 'dlv_' || lark._random_hex(12),
-    event_id         bigint NOT NULL REFERENCES lark.events (id) ON DELETE CASCADE,
+    id               text PRIMARY KEY DEFAULT lark._ordered_id('dlv_'),
+    event_id         bigint NOT NULL,
     webhook_id       text NOT NULL,
     status           text NOT NULL DEFAULT 'pending'
                      CHECK (status IN ('pending', 'in_flight', 'succeeded',
@@ -201,13 +208,19 @@ CREATE TABLE lark.deliveries (
 /* The worker's queue: small, because finished deliveries leave it. */
 CREATE INDEX deliveries_due_idx ON lark.deliveries (next_attempt_at)
     WHERE status = 'pending';
-CREATE INDEX deliveries_open_webhook_idx ON lark.deliveries (webhook_id)
-    WHERE status IN ('pending', 'in_flight');
+CREATE INDEX deliveries_webhook_id_idx ON lark.deliveries (webhook_id);
 CREATE INDEX deliveries_event_id_idx ON lark.deliveries (event_id);
 
+/*
+ * Every delivery is updated twice on its way through the queue, and the
+ * worker's plans depend on knowing how long the queue is: vacuum and
+ * analyze this table long before the default 20% of it has changed.
+ */
+ALTER TABLE lark.deliveries SET (autovacuum_vacuum_scale_factor = 0.02,
+                                 autovacuum_analyze_scale_factor = 0.02);
+
 CREATE TABLE lark.delivery_attempts (
-    delivery_id      text NOT NULL
-                     REFERENCES lark.deliveries (id) ON DELETE CASCADE,
+    delivery_id      text NOT NULL,
     attempt          integer NOT NULL,
     started_at       timestamptz NOT NULL,
     duration_ms      double precision NOT NULL,
@@ -216,6 +229,39 @@ CREATE TABLE lark.delivery_attempts (
     response_excerpt bytea,
     PRIMARY KEY (delivery_id, attempt)
 );
+
+/*
+ * Deleting events takes their deliveries and attempts along, like ON DELETE
+ * CASCADE.  These are statement triggers rather than foreign keys because a
+ * foreign key checks every inserted delivery and attempt, one query each,
+ * on the hottest paths there are; only our own functions insert them.
+ */
+CREATE FUNCTION lark._cascade_delete()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_TABLE_NAME = 'events' THEN
+        DELETE FROM lark.deliveries d USING old_rows o WHERE d.event_id = o.id;
+    ELSE
+        DELETE FROM lark.delivery_attempts a USING old_rows o WHERE a.delivery_id = o.id;
+    END IF;
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION lark._cascade_delete() FROM PUBLIC;
+
+CREATE TRIGGER cascade_delete
+    AFTER DELETE ON lark.events
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION lark._cascade_delete();
+CREATE TRIGGER cascade_delete
+    AFTER DELETE ON lark.deliveries
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION lark._cascade_delete();
 
 COMMENT ON TABLE lark.webhooks IS 'subscriptions: where to POST which events';
 COMMENT ON TABLE lark.events IS 'every event fired, with the exact JSON body that is signed and sent';
@@ -524,16 +570,6 @@ REVOKE ALL ON FUNCTION lark.rotate_secret(text) FROM PUBLIC;
  * Events
  * ------------------------------------------------------------------------- */
 
-/* The columns the three run tables share, as the trigger passes them around. */
-CREATE TYPE lark.run_outcome AS (
-    id          text,
-    workflow_id text,
-    status      text,
-    summary     text,
-    started_at  timestamptz,
-    finished_at timestamptz
-);
-
 /*
  * BEFORE ROW, on entering a terminal status: stamp finished_at unless the
  * statement set it.  An insert without one gets now(); so does an update
@@ -573,7 +609,13 @@ $$;
  * entered a terminal status in this statement, and queue one delivery for
  * each active webhook of the workflow's account that subscribes to it.
  * TG_ARGV[0] is the event prefix, TG_ARGV[1] the name of the run's id in the
- * payload.  Working per statement keeps a bulk update to two INSERTs.
+ * payload.  Working per statement keeps a bulk update to one INSERT of
+ * events and one of deliveries.
+ *
+ * The two branches differ only in how they find the runs that finished:
+ * an inserted row counts if its status is terminal, an updated one if its
+ * status also changed.  Each is a single statement, which matters on the
+ * single-row path that every completed run takes.
  */
 CREATE FUNCTION lark._enqueue_events()
 RETURNS trigger
@@ -583,48 +625,51 @@ AS $$
 DECLARE
     prefix       text := TG_ARGV[0];
     id_key       text := TG_ARGV[1];
-    finished     lark.run_outcome[];
     n_deliveries bigint;
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        SELECT array_agg((n.id, n.workflow_id, n.status, n.summary,
-                          n.started_at, n.finished_at)::lark.run_outcome)
-          INTO finished
-          FROM new_rows n
-         WHERE n.status IN ('success', 'failure', 'cancelled');
+        WITH fired AS (
+            INSERT INTO lark.events (event, account_id, workflow_id, runnable_id, body)
+            SELECT prefix || '.' || r.status, w.account_id, w.id, r.id,
+                   lark._event_body(prefix || '.' || r.status, now(),
+                                    w.id, w.name, w.description,
+                                    w.secret_context_names, id_key, r.id,
+                                    r.status, r.started_at, r.finished_at,
+                                    r.summary)
+              FROM new_rows r
+              JOIN lark.workflows w ON w.id = r.workflow_id
+             WHERE r.status IN ('success', 'failure', 'cancelled')
+            RETURNING id, event, account_id
+        )
+        INSERT INTO lark.deliveries (event_id, webhook_id)
+        SELECT f.id, h.id
+          FROM fired f
+          JOIN lark.webhooks h ON h.account_id = f.account_id
+         WHERE h.active AND f.event = ANY (h.events)
+         ORDER BY f.id;
     ELSE
-        SELECT array_agg((n.id, n.workflow_id, n.status, n.summary,
-                          n.started_at, n.finished_at)::lark.run_outcome)
-          INTO finished
-          FROM new_rows n
-          JOIN old_rows o ON o.id = n.id
-         WHERE n.status IN ('success', 'failure', 'cancelled')
-           AND n.status IS DISTINCT FROM o.status;
+        WITH fired AS (
+            INSERT INTO lark.events (event, account_id, workflow_id, runnable_id, body)
+            SELECT prefix || '.' || r.status, w.account_id, w.id, r.id,
+                   lark._event_body(prefix || '.' || r.status, now(),
+                                    w.id, w.name, w.description,
+                                    w.secret_context_names, id_key, r.id,
+                                    r.status, r.started_at, r.finished_at,
+                                    r.summary)
+              FROM new_rows r
+              JOIN old_rows o ON o.id = r.id
+              JOIN lark.workflows w ON w.id = r.workflow_id
+             WHERE r.status IN ('success', 'failure', 'cancelled')
+               AND r.status IS DISTINCT FROM o.status
+            RETURNING id, event, account_id
+        )
+        INSERT INTO lark.deliveries (event_id, webhook_id)
+        SELECT f.id, h.id
+          FROM fired f
+          JOIN lark.webhooks h ON h.account_id = f.account_id
+         WHERE h.active AND f.event = ANY (h.events)
+         ORDER BY f.id;
     END IF;
-
-    IF finished IS NULL THEN
-        RETURN NULL;
-    END IF;
-
-    WITH fired AS (
-        INSERT INTO lark.events (event, account_id, workflow_id, runnable_id, body)
-        SELECT prefix || '.' || r.status, w.account_id, w.id, r.id,
-               lark._event_body(prefix || '.' || r.status, now(),
-                                w.id, w.name, w.description,
-                                w.secret_context_names, id_key, r.id,
-                                r.status, r.started_at, r.finished_at,
-                                r.summary)
-          FROM unnest(finished) WITH ORDINALITY
-               AS r(id, workflow_id, status, summary, started_at, finished_at, n)
-          JOIN lark.workflows w ON w.id = r.workflow_id
-         ORDER BY r.n
-        RETURNING id, event, account_id
-    )
-    INSERT INTO lark.deliveries (event_id, webhook_id)
-    SELECT f.id, h.id
-      FROM fired f
-      JOIN lark.webhooks h ON h.account_id = f.account_id
-     WHERE h.active AND f.event = ANY (h.events);
 
     GET DIAGNOSTICS n_deliveries = ROW_COUNT;
     IF n_deliveries > 0 THEN

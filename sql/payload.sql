@@ -62,7 +62,7 @@ COMMIT;
 SELECT event, regexp_replace(body, '"timestamp":"[^"]*"', '"timestamp":"<now>"') AS body
   FROM lark.events
  WHERE account_id = 'acct_payload' AND runnable_id <> 'rep_bad'
- ORDER BY id;
+ ORDER BY event;
 SELECT regexp_replace(regexp_replace(body, '"(timestamp|finished_at)":"[^"]*"', '"\1":"<now>"', 'g'),
                       '"duration_ms":[0-9]+', '"duration_ms":<since started_at>') AS body
   FROM lark.events WHERE runnable_id = 'rep_bad';
@@ -75,7 +75,7 @@ SELECT e.event, string_agg(w.url, ', ' ORDER BY w.url) AS delivered_to,
   JOIN lark.deliveries d ON d.event_id = e.id
   JOIN lark.webhooks w ON w.id = d.webhook_id
  WHERE e.account_id = 'acct_payload'
- GROUP BY e.id, e.event ORDER BY e.id;
+ GROUP BY e.id, e.event ORDER BY e.event;
 
 -- One transition, one event: repeating a status, or changing another
 -- column, fires nothing.

@@ -63,16 +63,22 @@
 /*
  * Pick the oldest due deliveries of active webhooks and mark them
  * in_flight, returning what their requests need.
+ *
+ * Written to walk deliveries_due_idx in order and stop after $1 rows
+ * whatever the statistics say about the queue's length: the webhook check
+ * is a scalar subquery because an EXISTS would be flattened into a join,
+ * and a planner that believes the queue empty (it often does, between two
+ * autovacuum runs) then sorts every due row to take the first few.
  */
 static const char *const claim_sql =
 "WITH due AS ("
 "  SELECT d.id"
 "    FROM lark.deliveries d"
-"    JOIN lark.webhooks w ON w.id = d.webhook_id"
-"   WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND w.active"
+"   WHERE d.status = 'pending' AND d.next_attempt_at <= now()"
+"     AND (SELECT w.active FROM lark.webhooks w WHERE w.id = d.webhook_id)"
 "   ORDER BY d.next_attempt_at"
 "   LIMIT $1"
-"     FOR UPDATE OF d SKIP LOCKED"
+"     FOR UPDATE SKIP LOCKED"
 ") "
 "UPDATE lark.deliveries d"
 "   SET status = 'in_flight'"
@@ -83,15 +89,18 @@ static const char *const claim_sql =
 
 /*
  * When the earliest delivery the claim could take falls due: the same rows
- * as the claim, without the time condition.
+ * as the claim, without the time condition, and for the same reason
+ * written with scalar subqueries.
  */
 static const char *const next_due_sql =
 "SELECT d.next_attempt_at"
 "  FROM lark.deliveries d"
-"  JOIN lark.webhooks w ON w.id = d.webhook_id"
-"  JOIN lark.webhook_secrets s ON s.webhook_id = w.id"
-"  JOIN lark.events e ON e.id = d.event_id"
-" WHERE d.status = 'pending' AND w.active"
+" WHERE d.status = 'pending'"
+"   AND (SELECT w.active AND s.secret IS NOT NULL"
+"          FROM lark.webhooks w"
+"          LEFT JOIN lark.webhook_secrets s ON s.webhook_id = w.id"
+"         WHERE w.id = d.webhook_id)"
+"   AND (SELECT true FROM lark.events e WHERE e.id = d.event_id)"
 " ORDER BY d.next_attempt_at"
 " LIMIT 1";
 

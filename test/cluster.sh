@@ -13,10 +13,8 @@
 # temporary directory plus loopback TCP on a free port, and preloads
 # lark_webhooks.
 #
-# With LARK_ASAN_LIB set to a directory holding an AddressSanitizer build
-# of lark_webhooks.so (see lark_build_asan), the cluster loads that build
-# instead, with the sanitizer's runtime preloaded into the postmaster, and
-# every report goes to $LARK_TMPDIR/asan.<pid>.
+# LARK_PG_CTL_OPTS, if set, is passed to pg_ctl start (test/valgrind.sh
+# uses it to start postgres through a valgrind wrapper with -p).
 #
 
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
@@ -27,31 +25,6 @@ as_pg() {
 		runuser -u postgres -- "$@"
 	else
 		"$@"
-	fi
-}
-
-# Build lark_webhooks.so with AddressSanitizer into directory $1.
-lark_build_asan() {
-	local out=$1 src
-	src=$(mktemp -d /tmp/lark_webhooks_asan_build.XXXXXX)
-	cp -r Makefile lark_webhooks.control src sql "$src/"
-	(cd "$src" && make -s with_llvm=no \
-		PG_CFLAGS="-Wall -fsanitize=address -fno-omit-frame-pointer" \
-		SHLIB_LINK="-lcurl -lcrypto -fsanitize=address") >"$src/build.log" 2>&1 || {
-		cat "$src/build.log" >&2
-		return 1
-	}
-	mkdir -p "$out"
-	cp "$src/lark_webhooks.so" "$out/"
-	chmod 755 "$out" "$out/lark_webhooks.so"
-	rm -rf "$src"
-}
-
-# The environment the postmaster starts with (pg_ctl passes it on).
-lark_pg_env() {
-	if [ -n "${LARK_ASAN_LIB:-}" ]; then
-		echo "LD_PRELOAD=$(gcc -print-file-name=libasan.so)" \
-			"ASAN_OPTIONS=detect_leaks=0:log_path=$LARK_TMPDIR/asan"
 	fi
 }
 
@@ -84,29 +57,25 @@ lark_cluster_start() {
 		echo "lark_webhooks.database = 'postgres'"
 		echo "lark_webhooks.allowed_networks = '127.0.0.0/8, ::1/128'"
 		echo "log_line_prefix = '%m [%p] %b '"
-		if [ -n "${LARK_ASAN_LIB:-}" ]; then
-			echo "dynamic_library_path = '$LARK_ASAN_LIB:\$libdir'"
-		fi
 		for setting in "$@"; do
 			echo "$setting"
 		done
 	} >>"$LARK_PGDATA/postgresql.conf"
 
-	LARK_PG_ENV=$(lark_pg_env)
 	# shellcheck disable=SC2086
-	if ! as_pg env $LARK_PG_ENV "$PGBIN/pg_ctl" -D "$LARK_PGDATA" \
-		-l "$LARK_SERVER_LOG" -w -t 60 start >/dev/null; then
+	if ! as_pg "$PGBIN/pg_ctl" -D "$LARK_PGDATA" -l "$LARK_SERVER_LOG" \
+		-w -t 300 ${LARK_PG_CTL_OPTS:-} start >/dev/null; then
 		cat "$LARK_SERVER_LOG" >&2
 		return 1
 	fi
 
 	export PGHOST=$LARK_TMPDIR PGPORT PGUSER=postgres PGDATABASE=postgres
-	export LARK_PGDATA LARK_SERVER_LOG LARK_TMPDIR PGBIN LARK_PG_ENV
+	export LARK_PGDATA LARK_SERVER_LOG LARK_TMPDIR PGBIN
 }
 
 lark_cluster_stop() {
 	[ -n "${LARK_PGDATA:-}" ] || return 0
-	as_pg "$PGBIN/pg_ctl" -D "$LARK_PGDATA" -m fast -w stop >/dev/null 2>&1 ||
+	as_pg "$PGBIN/pg_ctl" -D "$LARK_PGDATA" -m fast -w -t 300 stop >/dev/null 2>&1 ||
 		as_pg "$PGBIN/pg_ctl" -D "$LARK_PGDATA" -m immediate -w stop >/dev/null 2>&1
 	if [ -n "${LARK_KEEP_CLUSTER:-}" ]; then
 		echo "cluster kept in $LARK_TMPDIR"

@@ -11,7 +11,7 @@ packages=(
 	postgresql-15 postgresql-server-dev-15
 	libcurl4-openssl-dev libssl-dev
 	postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
-	python3 nginx-light wrk
+	python3 nginx-light wrk valgrind
 )
 
 missing=()

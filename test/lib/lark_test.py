@@ -201,14 +201,14 @@ def wait_for_worker(timeout=30):
 
 def pg_ctl(*args):
     data = os.environ["LARK_PGDATA"]
-    # LARK_PG_ENV carries what the postmaster must start with (the
-    # sanitizer's runtime, when the suite runs under AddressSanitizer).
-    cmd = ["env"] + os.environ.get("LARK_PG_ENV", "").split() + [
-        os.path.join(PGBIN, "pg_ctl"), "-D", data,
-        "-l", os.environ["LARK_SERVER_LOG"], "-w", "-t", "60"] + list(args)
+    # LARK_PG_CTL_OPTS names the postgres to start (a valgrind wrapper,
+    # for test/valgrind.sh).
+    cmd = [os.path.join(PGBIN, "pg_ctl"), "-D", data,
+        "-l", os.environ["LARK_SERVER_LOG"], "-w", "-t", "300"] + \
+        os.environ.get("LARK_PG_CTL_OPTS", "").split() + list(args)
     if os.geteuid() == 0:
         cmd = ["runuser", "-u", "postgres", "--"] + cmd
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=320)
 
 
 def server_log():

@@ -109,7 +109,7 @@ print("   " + first["body"].decode("utf-8"))
 print("\n== the worker's log lines")
 with open(os.environ["LARK_SERVER_LOG"]) as f:
     for line in f:
-        if "lark_webhooks" in line and ("LOG:" in line or "DETAIL:" in line):
+        if "] lark_webhooks " in line and ("LOG:" in line or "DETAIL:" in line):
             print("   " + line.rstrip())
 
 valid = all(r["signature_valid"] for r in receiver.received())

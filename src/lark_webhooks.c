@@ -27,6 +27,7 @@ PG_MODULE_MAGIC;
 /* Settings; see the README for what each one means. */
 char	   *lark_database = NULL;
 int			lark_max_concurrency = 64;
+int			lark_max_concurrency_per_webhook = 32;
 int			lark_timeout_ms = 10000;
 char	   *lark_retry_delays = NULL;
 int			lark_max_webhooks_per_account = 5;
@@ -177,6 +178,15 @@ lark_define_settings(void)
 							NULL,
 							&lark_max_concurrency,
 							64, 1, 1024,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("lark_webhooks.max_concurrency_per_webhook",
+							"Most HTTP requests the worker has in flight to one webhook at once.",
+							"Keeps a receiver that never answers from taking every slot.",
+							&lark_max_concurrency_per_webhook,
+							32, 1, 1024,
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);

@@ -35,6 +35,7 @@
 /* Settings (lark_webhooks.c) */
 extern char *lark_database;
 extern int	lark_max_concurrency;
+extern int	lark_max_concurrency_per_webhook;
 extern int	lark_timeout_ms;
 extern char *lark_retry_delays;
 extern int	lark_max_webhooks_per_account;

@@ -40,7 +40,9 @@
 #include "storage/proc.h"
 #include "storage/spin.h"
 #include "tcop/tcopprot.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -62,22 +64,43 @@
 
 /*
  * Pick the oldest due deliveries of active webhooks and mark them
- * in_flight, returning what their requests need.
+ * in_flight, returning what their requests need.  $1 is the number of free
+ * slots; $2 and $3 list the webhooks with requests in flight and how many;
+ * $4 is the most one webhook may have in flight.  Webhooks already at $4 are
+ * skipped, and no webhook gets more than its remaining slots, so that one
+ * receiver that never answers cannot take every slot.
  *
- * Written to walk deliveries_due_idx in order and stop after $1 rows
- * whatever the statistics say about the queue's length: the webhook check
- * is a scalar subquery because an EXISTS would be flattened into a join,
- * and a planner that believes the queue empty (it often does, between two
+ * The candidates walk deliveries_due_idx in order and stop early, whatever
+ * the statistics say about the queue's length: the webhook check is a
+ * scalar subquery because an EXISTS would be flattened into a join, and a
+ * planner that believes the queue empty (it often does, between two
  * autovacuum runs) then sorts every due row to take the first few.
  */
 static const char *const claim_sql =
-"WITH due AS ("
-"  SELECT d.id"
+"WITH busy AS ("
+"  SELECT * FROM unnest($2::text[], $3::int4[]) AS b(webhook_id, n)"
+"), candidates AS ("
+"  SELECT d.id, d.webhook_id, d.next_attempt_at"
 "    FROM lark.deliveries d"
 "   WHERE d.status = 'pending' AND d.next_attempt_at <= now()"
+"     AND NOT d.webhook_id = ANY (ARRAY(SELECT webhook_id FROM busy"
+"                                        WHERE n >= $4))"
 "     AND (SELECT w.active FROM lark.webhooks w WHERE w.id = d.webhook_id)"
 "   ORDER BY d.next_attempt_at"
+"   LIMIT $1 * 4"
+"), picked AS ("
+"  SELECT c.id"
+"    FROM (SELECT c.*, row_number() OVER (PARTITION BY c.webhook_id"
+"                                         ORDER BY c.next_attempt_at) AS k"
+"            FROM candidates c) c"
+"    LEFT JOIN busy b ON b.webhook_id = c.webhook_id"
+"   WHERE c.k + coalesce(b.n, 0) <= $4"
+"   ORDER BY c.next_attempt_at"
 "   LIMIT $1"
+"), due AS ("
+"  SELECT d.id"
+"    FROM lark.deliveries d"
+"   WHERE d.id = ANY (ARRAY(SELECT id FROM picked)) AND d.status = 'pending'"
 "     FOR UPDATE SKIP LOCKED"
 ") "
 "UPDATE lark.deliveries d"
@@ -90,12 +113,14 @@ static const char *const claim_sql =
 /*
  * When the earliest delivery the claim could take falls due: the same rows
  * as the claim, without the time condition, and for the same reason
- * written with scalar subqueries.
+ * written with scalar subqueries.  $1 lists the webhooks that have no slot
+ * left; their deliveries wait for one of their requests to finish.
  */
 static const char *const next_due_sql =
 "SELECT d.next_attempt_at"
 "  FROM lark.deliveries d"
 " WHERE d.status = 'pending'"
+"   AND NOT d.webhook_id = ANY ($1::text[])"
 "   AND (SELECT w.active AND s.secret IS NOT NULL"
 "          FROM lark.webhooks w"
 "          LEFT JOIN lark.webhook_secrets s ON s.webhook_id = w.id"
@@ -149,6 +174,13 @@ static const char *const record_sql =
 static const char *const requeue_sql =
 "UPDATE lark.deliveries SET status = 'pending' WHERE status = 'in_flight'";
 
+/* An entry of WorkerState.inflight. */
+typedef struct InflightEntry
+{
+	char		webhook_id[NAMEDATALEN];	/* hash key */
+	int			count;
+} InflightEntry;
+
 /* The worker's state between iterations of its loop. */
 typedef struct WorkerState
 {
@@ -160,12 +192,80 @@ typedef struct WorkerState
 	MemoryContext requests_cxt; /* parent of every request's context */
 	dlist_head	finished;		/* attempts waiting to be recorded */
 	int			n_finished;
+	HTAB	   *inflight;		/* webhook id -> requests in flight */
 	SPIPlanPtr	claim_plan;
 	SPIPlanPtr	next_due_plan;
 	SPIPlanPtr	record_plan;
 } WorkerState;
 
 static WorkerState ws;
+
+static HTAB *
+make_inflight_hash(void)
+{
+	HASHCTL		ctl;
+
+	ctl.keysize = NAMEDATALEN;
+	ctl.entrysize = sizeof(InflightEntry);
+	ctl.hcxt = TopMemoryContext;
+	return hash_create("lark_webhooks requests in flight per webhook", 64,
+					   &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+}
+
+/* Count a request in flight for its webhook (delta +1), or its end (-1). */
+static void
+count_inflight(const char *webhook_id, int delta)
+{
+	char		key[NAMEDATALEN];
+	InflightEntry *entry;
+	bool		found;
+
+	/* Our ids have 27 characters; a longer one, made by hand, is cut. */
+	strlcpy(key, webhook_id, sizeof(key));
+	entry = hash_search(ws.inflight, key, delta > 0 ? HASH_ENTER : HASH_FIND,
+						&found);
+	if (entry == NULL)
+		return;
+	if (!found)
+		entry->count = 0;
+	entry->count += delta;
+	if (entry->count <= 0)
+		hash_search(ws.inflight, key, HASH_REMOVE, NULL);
+}
+
+/*
+ * The in-flight counts as the claim's parameters: every webhook with
+ * requests out and how many, and (for the next-due query) the ones with no
+ * slot left.
+ */
+static void
+inflight_arrays(Datum *ids, Datum *counts, Datum *saturated)
+{
+	long		n = hash_get_num_entries(ws.inflight);
+	Datum	   *id_elems = palloc(sizeof(Datum) * Max(n, 1));
+	Datum	   *count_elems = palloc(sizeof(Datum) * Max(n, 1));
+	Datum	   *full_elems = palloc(sizeof(Datum) * Max(n, 1));
+	int			i = 0;
+	int			nfull = 0;
+	HASH_SEQ_STATUS scan;
+	InflightEntry *entry;
+
+	hash_seq_init(&scan, ws.inflight);
+	while ((entry = hash_seq_search(&scan)) != NULL)
+	{
+		id_elems[i] = CStringGetTextDatum(entry->webhook_id);
+		count_elems[i] = Int32GetDatum(entry->count);
+		if (entry->count >= lark_max_concurrency_per_webhook)
+			full_elems[nfull++] = id_elems[i];
+		i++;
+	}
+	*ids = PointerGetDatum(construct_array(id_elems, i, TEXTOID, -1, false,
+										   TYPALIGN_INT));
+	*counts = PointerGetDatum(construct_array(count_elems, i, INT4OID, 4,
+											  true, TYPALIGN_INT));
+	*saturated = PointerGetDatum(construct_array(full_elems, nfull, TEXTOID,
+												 -1, false, TYPALIGN_INT));
+}
 
 /* Advertise our latch so that committing transactions can wake us. */
 static void
@@ -243,7 +343,9 @@ start_serving(void)
 	present = OidIsValid(get_extension_oid("lark_webhooks", true));
 	if (present)
 	{
-		Oid			claim_types[1] = {INT4OID};
+		Oid			claim_types[4] = {INT4OID, TEXTARRAYOID, INT4ARRAYOID,
+		INT4OID};
+		Oid			next_due_types[1] = {TEXTARRAYOID};
 		Oid			record_types[9] = {TEXTARRAYOID, INT4ARRAYOID,
 			TIMESTAMPTZARRAYOID, FLOAT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
 		BYTEAARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID};
@@ -256,8 +358,8 @@ start_serving(void)
 							(unsigned long long) SPI_processed)));
 
 		forget_plans();
-		ws.claim_plan = prepare_plan(claim_sql, 1, claim_types);
-		ws.next_due_plan = prepare_plan(next_due_sql, 0, NULL);
+		ws.claim_plan = prepare_plan(claim_sql, 4, claim_types);
+		ws.next_due_plan = prepare_plan(next_due_sql, 1, next_due_types);
 		ws.record_plan = prepare_plan(record_sql, 9, record_types);
 	}
 	end_work();
@@ -290,6 +392,8 @@ stop_serving(void)
 									   dlist_pop_head_node(&ws.finished)));
 	ws.n_finished = 0;
 	forget_plans();
+	hash_destroy(ws.inflight);
+	ws.inflight = make_inflight_hash();
 	ws.serving = false;
 	ws.next_due = 0;
 }
@@ -438,62 +542,92 @@ column_text(HeapTuple tuple, int col, MemoryContext cxt, size_t *len)
 }
 
 /*
+ * A request for one claimed row: the body in UTF-8, signed with the
+ * webhook's current secret, which is wiped as soon as it has served.
+ */
+static LarkRequest *
+prepare_request(HeapTuple tuple)
+{
+	LarkRequest *req = lark_http_new_request(ws.requests_cxt);
+	char	   *secret;
+	size_t		secret_len;
+	char	   *body;
+	bool		isnull;
+
+	req->delivery_id = column_text(tuple, 1, req->cxt, NULL);
+	req->webhook_id = column_text(tuple, 2, req->cxt, NULL);
+	req->attempt = DatumGetInt32(SPI_getbinval(tuple, SPI_tuptable->tupdesc,
+											   3, &isnull)) + 1;
+	req->url = column_text(tuple, 4, req->cxt, NULL);
+	req->event = column_text(tuple, 6, req->cxt, NULL);
+	req->body = column_text(tuple, 7, req->cxt, &req->body_len);
+
+	/* Receivers get UTF-8, whatever the database encoding. */
+	body = pg_server_to_any(req->body, req->body_len, PG_UTF8);
+	if (body != req->body)
+	{
+		req->body = MemoryContextStrdup(req->cxt, body);
+		req->body_len = strlen(body);
+	}
+
+	secret = column_text(tuple, 5, CurrentMemoryContext, &secret_len);
+	lark_hmac_sha256_hex(secret, secret_len, req->body, req->body_len,
+						 req->signature);
+	explicit_bzero(secret, secret_len);
+	pfree(secret);
+
+	count_inflight(req->webhook_id, 1);
+	return req;
+}
+
+/*
  * Claim up to limit due deliveries and prepare a request for each: the
  * body in UTF-8 and its signature with the webhook's current secret.  The
  * requests are returned in *claimed and sent after the commit.
+ *
+ * A claim that comes back short may have met its per-webhook caps before
+ * it looked far enough down the queue, so claim again, with the new
+ * counts, until the slots are filled or a claim finds nothing.
  */
 static void
 claim_due(int limit, dlist_head *claimed)
 {
-	Datum		args[1];
-	uint64		nclaimed;
+	int			room = limit;
 
-	args[0] = Int32GetDatum(limit);
-	if (SPI_execute_plan(ws.claim_plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
-		elog(ERROR, "could not claim due deliveries");
-	nclaimed = SPI_processed;
-
-	for (uint64 row = 0; row < nclaimed; row++)
+	while (room > 0)
 	{
-		HeapTuple	tuple = SPI_tuptable->vals[row];
-		LarkRequest *req = lark_http_new_request(ws.requests_cxt);
-		char	   *secret;
-		size_t		secret_len;
-		char	   *body;
-		bool		isnull;
+		Datum		args[4];
+		Datum		saturated;
+		uint64		nclaimed;
 
-		req->delivery_id = column_text(tuple, 1, req->cxt, NULL);
-		req->webhook_id = column_text(tuple, 2, req->cxt, NULL);
-		req->attempt = DatumGetInt32(SPI_getbinval(tuple, SPI_tuptable->tupdesc,
-												   3, &isnull)) + 1;
-		req->url = column_text(tuple, 4, req->cxt, NULL);
-		req->event = column_text(tuple, 6, req->cxt, NULL);
-		req->body = column_text(tuple, 7, req->cxt, &req->body_len);
+		inflight_arrays(&args[1], &args[2], &saturated);
+		args[0] = Int32GetDatum(room);
+		args[3] = Int32GetDatum(lark_max_concurrency_per_webhook);
+		if (SPI_execute_plan(ws.claim_plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+			elog(ERROR, "could not claim due deliveries");
+		nclaimed = SPI_processed;
 
-		/* Receivers get UTF-8, whatever the database encoding. */
-		body = pg_server_to_any(req->body, req->body_len, PG_UTF8);
-		if (body != req->body)
-		{
-			req->body = MemoryContextStrdup(req->cxt, body);
-			req->body_len = strlen(body);
-		}
-
-		secret = column_text(tuple, 5, CurrentMemoryContext, &secret_len);
-		lark_hmac_sha256_hex(secret, secret_len, req->body, req->body_len,
-							 req->signature);
-		explicit_bzero(secret, secret_len);
-		pfree(secret);
-
-		dlist_push_tail(claimed, &req->node);
+		for (uint64 row = 0; row < nclaimed; row++)
+			dlist_push_tail(claimed,
+							&prepare_request(SPI_tuptable->vals[row])->node);
+		room -= (int) nclaimed;
+		if (nclaimed == 0)
+			break;
 	}
 
-	/* A full batch means more may be due; otherwise learn the next due time. */
-	ws.claim_wanted = nclaimed == (uint64) limit;
+	/* Full: more may be due.  Otherwise learn when the next one falls due. */
+	ws.claim_wanted = room == 0;
 	if (!ws.claim_wanted)
 	{
+		Datum		ids;
+		Datum		counts;
+		Datum		args[1];
+
+		inflight_arrays(&ids, &counts, &args[0]);
+
 		/* Not read-only: it must see the retries recorded just before. */
 		ws.next_due = 0;
-		if (SPI_execute_plan(ws.next_due_plan, NULL, NULL, false, 1) != SPI_OK_SELECT)
+		if (SPI_execute_plan(ws.next_due_plan, args, NULL, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not find the next due delivery");
 		if (SPI_processed > 0)
 		{
@@ -624,6 +758,7 @@ lark_worker_main(Datum main_arg)
 	ws.requests_cxt = AllocSetContextCreate(TopMemoryContext,
 											"lark_webhooks requests",
 											ALLOCSET_DEFAULT_SIZES);
+	ws.inflight = make_inflight_hash();
 	lark_http_init();
 
 	wait_set = CreateWaitEventSet(TopMemoryContext, 3);
@@ -692,6 +827,9 @@ lark_worker_main(Datum main_arg)
 			lark_http_progress();
 			while ((req = lark_http_next_done()) != NULL)
 			{
+				/* Its slot is free again: look for work at the next sync. */
+				count_inflight(req->webhook_id, -1);
+				ws.claim_wanted = true;
 				dlist_push_tail(&ws.finished, &req->node);
 				ws.n_finished++;
 			}

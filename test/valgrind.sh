@@ -40,13 +40,17 @@ lark_cluster_start valgrind \
 trap 'lark_cluster_stop; rm -rf "$vg_dir"' EXIT
 
 psql -X -q -c 'CREATE EXTENSION lark_webhooks'
+count_attempts() { psql -X -Atc "SELECT count(*) FROM lark.delivery_attempts" 2>/dev/null || echo 0; }
+attempts=0
 for t in test/t/50_crash.py test/t/60_hostile.py test/t/90_drop.py; do
+	# 90_drop.py drops the extension: count what the others recorded first.
+	[ "$t" = test/t/90_drop.py ] && attempts=$(count_attempts)
 	timeout 900 python3 "$t" >"$vg_dir/$(basename "$t").tap" 2>&1
 	printf '# under valgrind: %s: %s of %s checks passed\n' "$(basename "$t")" \
 		"$(grep -c '^ok' "$vg_dir/$(basename "$t").tap")" \
 		"$(grep -cE '^(not )?ok' "$vg_dir/$(basename "$t").tap")"
 done
-attempts=$(psql -X -Atc "SELECT count(*) FROM lark.delivery_attempts" 2>/dev/null || echo 0)
+attempts=$((attempts + $(count_attempts)))
 
 # A clean stop, so that every process writes its leak summary.
 as_pg "$PGBIN/pg_ctl" -D "$LARK_PGDATA" -m fast -w -t 300 stop >/dev/null 2>&1

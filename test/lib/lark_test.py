@@ -254,6 +254,8 @@ class Receiver:
         self.routes = {}
         self.requests = []
         self.lock = threading.Lock()
+        self.active = {}          # path -> requests being answered now
+        self.most_active = {}     # path -> the most at any one time
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -297,6 +299,9 @@ class Receiver:
             if route:
                 route["hits"] += 1
                 hits = route["hits"]
+            self.active[h.path] = self.active.get(h.path, 0) + 1
+            self.most_active[h.path] = max(self.most_active.get(h.path, 0),
+                                           self.active[h.path])
         signature = h.headers.get("X-Lark-Signature", "")
         valid = bool(route) and documented_verify(body, signature, route["secret"])
         record = {
@@ -324,7 +329,7 @@ class Receiver:
                 status = 200
             elif behaviour[0] == "status":
                 status = behaviour[1]
-        reply = b'{"received":true}'
+        reply = b'{"received":true}' if 200 <= status < 300 else b'{"error":"refused on purpose"}'
         try:
             h.send_response(status)
             h.send_header("Content-Type", "application/json")
@@ -333,6 +338,9 @@ class Receiver:
             h.wfile.write(reply)
         except OSError:
             pass
+        finally:
+            with self.lock:
+                self.active[h.path] -= 1
 
     def received(self, path=None):
         with self.lock:

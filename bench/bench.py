@@ -30,6 +30,9 @@ import threading
 import time
 import uuid
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "test", "lib"))
+from lark_test import closed_port  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 PGBIN = os.environ.get("PGBIN", "/usr/lib/postgresql/15/bin")
 DB = "postgres"  # the database the worker serves (lark_webhooks.database)
@@ -194,15 +197,6 @@ class Receiver:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
-
-
-def closed_port():
-    """A loopback port nobody listens on: connections to it are refused."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def nginx_url(path):

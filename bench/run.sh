@@ -36,27 +36,23 @@ nginx_pid=
 bench_pid=
 started_cluster=0
 
+# TERM a process, wait up to $2 tenths of a second for it, then KILL it.
+stop_pid() {
+	kill -TERM "$1" 2>/dev/null
+	for _ in $(seq 1 "$2"); do
+		kill -0 "$1" 2>/dev/null || return 0
+		sleep 0.1
+	done
+	kill -KILL "$1" 2>/dev/null
+}
+
 cleanup() {
 	local rc=$?
 	set +e
-	if [ -n "$bench_pid" ]; then
-		# bench.py turns TERM into a clean exit that stops its pgbench/wrk.
-		kill -TERM "$bench_pid" 2>/dev/null
-		for _ in $(seq 1 100); do
-			kill -0 "$bench_pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$bench_pid" 2>/dev/null
-	fi
-	if [ -n "$nginx_pid" ]; then
-		# Only the master we started; it takes its workers down with it.
-		kill -TERM "$nginx_pid" 2>/dev/null
-		for _ in $(seq 1 50); do
-			kill -0 "$nginx_pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$nginx_pid" 2>/dev/null
-	fi
+	# bench.py turns TERM into a clean exit that stops its pgbench/wrk.
+	[ -n "$bench_pid" ] && stop_pid "$bench_pid" 100
+	# Only the nginx master we started; it takes its workers down with it.
+	[ -n "$nginx_pid" ] && stop_pid "$nginx_pid" 50
 	[ "$started_cluster" = 1 ] && lark_cluster_stop
 	if [ "$rc" -ne 0 ] && [ -n "${LARK_BENCH_KEEP_LOGS:-}" ]; then
 		echo "bench: logs kept in $work_dir" >&2

@@ -679,86 +679,53 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER stamp_finished_at_on_insert
-    BEFORE INSERT ON lark.workflow_executions
-    FOR EACH ROW
-    WHEN (NEW.finished_at IS NULL AND NEW.status IN ('success', 'failure', 'cancelled'))
-    EXECUTE FUNCTION lark._stamp_finished_at();
-CREATE TRIGGER stamp_finished_at_on_update
-    BEFORE UPDATE OF status ON lark.workflow_executions
-    FOR EACH ROW
-    WHEN (NEW.status IN ('success', 'failure', 'cancelled') AND NEW.status IS DISTINCT FROM OLD.status
-          AND NEW.finished_at IS NOT DISTINCT FROM OLD.finished_at)
-    EXECUTE FUNCTION lark._stamp_finished_at();
-CREATE TRIGGER forbid_id_change
-    BEFORE UPDATE OF id ON lark.workflow_executions
-    FOR EACH ROW
-    WHEN (NEW.id IS DISTINCT FROM OLD.id)
-    EXECUTE FUNCTION lark._forbid_id_change();
-CREATE TRIGGER enqueue_on_insert
-    AFTER INSERT ON lark.workflow_executions
-    REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT
-    EXECUTE FUNCTION lark._enqueue_events('workflow_execution', 'execution_id');
-CREATE TRIGGER enqueue_on_update
-    AFTER UPDATE ON lark.workflow_executions
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT
-    EXECUTE FUNCTION lark._enqueue_events('workflow_execution', 'execution_id');
-
-CREATE TRIGGER stamp_finished_at_on_insert
-    BEFORE INSERT ON lark.workflow_generations
-    FOR EACH ROW
-    WHEN (NEW.finished_at IS NULL AND NEW.status IN ('success', 'failure'))
-    EXECUTE FUNCTION lark._stamp_finished_at();
-CREATE TRIGGER stamp_finished_at_on_update
-    BEFORE UPDATE OF status ON lark.workflow_generations
-    FOR EACH ROW
-    WHEN (NEW.status IN ('success', 'failure') AND NEW.status IS DISTINCT FROM OLD.status
-          AND NEW.finished_at IS NOT DISTINCT FROM OLD.finished_at)
-    EXECUTE FUNCTION lark._stamp_finished_at();
-CREATE TRIGGER forbid_id_change
-    BEFORE UPDATE OF id ON lark.workflow_generations
-    FOR EACH ROW
-    WHEN (NEW.id IS DISTINCT FROM OLD.id)
-    EXECUTE FUNCTION lark._forbid_id_change();
-CREATE TRIGGER enqueue_on_insert
-    AFTER INSERT ON lark.workflow_generations
-    REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT
-    EXECUTE FUNCTION lark._enqueue_events('workflow_generation', 'generation_id');
-CREATE TRIGGER enqueue_on_update
-    AFTER UPDATE ON lark.workflow_generations
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT
-    EXECUTE FUNCTION lark._enqueue_events('workflow_generation', 'generation_id');
-
-CREATE TRIGGER stamp_finished_at_on_insert
-    BEFORE INSERT ON lark.workflow_repairs
-    FOR EACH ROW
-    WHEN (NEW.finished_at IS NULL AND NEW.status IN ('success', 'failure'))
-    EXECUTE FUNCTION lark._stamp_finished_at();
-CREATE TRIGGER stamp_finished_at_on_update
-    BEFORE UPDATE OF status ON lark.workflow_repairs
-    FOR EACH ROW
-    WHEN (NEW.status IN ('success', 'failure') AND NEW.status IS DISTINCT FROM OLD.status
-          AND NEW.finished_at IS NOT DISTINCT FROM OLD.finished_at)
-    EXECUTE FUNCTION lark._stamp_finished_at();
-CREATE TRIGGER forbid_id_change
-    BEFORE UPDATE OF id ON lark.workflow_repairs
-    FOR EACH ROW
-    WHEN (NEW.id IS DISTINCT FROM OLD.id)
-    EXECUTE FUNCTION lark._forbid_id_change();
-CREATE TRIGGER enqueue_on_insert
-    AFTER INSERT ON lark.workflow_repairs
-    REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT
-    EXECUTE FUNCTION lark._enqueue_events('workflow_repair', 'repair_id');
-CREATE TRIGGER enqueue_on_update
-    AFTER UPDATE ON lark.workflow_repairs
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT
-    EXECUTE FUNCTION lark._enqueue_events('workflow_repair', 'repair_id');
+/* The same five triggers on each of the three run tables. */
+DO $$
+DECLARE
+    t record;
+BEGIN
+    FOR t IN
+        SELECT *
+          FROM (VALUES ('workflow_executions', 'workflow_execution', 'execution_id',
+                        ARRAY['success', 'failure', 'cancelled']),
+                       ('workflow_generations', 'workflow_generation', 'generation_id',
+                        ARRAY['success', 'failure']),
+                       ('workflow_repairs', 'workflow_repair', 'repair_id',
+                        ARRAY['success', 'failure']))
+               AS v(run_table, prefix, id_key, terminal)
+    LOOP
+        EXECUTE format($ddl$
+            CREATE TRIGGER stamp_finished_at_on_insert
+                BEFORE INSERT ON lark.%1$I
+                FOR EACH ROW
+                WHEN (NEW.finished_at IS NULL AND NEW.status = ANY (%2$L::text[]))
+                EXECUTE FUNCTION lark._stamp_finished_at();
+            CREATE TRIGGER stamp_finished_at_on_update
+                BEFORE UPDATE OF status ON lark.%1$I
+                FOR EACH ROW
+                WHEN (NEW.status = ANY (%2$L::text[])
+                      AND NEW.status IS DISTINCT FROM OLD.status
+                      AND NEW.finished_at IS NOT DISTINCT FROM OLD.finished_at)
+                EXECUTE FUNCTION lark._stamp_finished_at();
+            CREATE TRIGGER forbid_id_change
+                BEFORE UPDATE OF id ON lark.%1$I
+                FOR EACH ROW
+                WHEN (NEW.id IS DISTINCT FROM OLD.id)
+                EXECUTE FUNCTION lark._forbid_id_change();
+            CREATE TRIGGER enqueue_on_insert
+                AFTER INSERT ON lark.%1$I
+                REFERENCING NEW TABLE AS new_rows
+                FOR EACH STATEMENT
+                EXECUTE FUNCTION lark._enqueue_events(%3$L, %4$L);
+            CREATE TRIGGER enqueue_on_update
+                AFTER UPDATE ON lark.%1$I
+                REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+                FOR EACH STATEMENT
+                EXECUTE FUNCTION lark._enqueue_events(%3$L, %4$L);
+            $ddl$, t.run_table, t.terminal, t.prefix, t.id_key);
+    END LOOP;
+END
+$$;
 
 REVOKE ALL ON FUNCTION lark._stamp_finished_at() FROM PUBLIC;
 REVOKE ALL ON FUNCTION lark._forbid_id_change() FROM PUBLIC;

@@ -221,7 +221,7 @@ lark_define_settings(void)
 							NULL, NULL, NULL);
 
 	DefineCustomStringVariable("lark_webhooks.allowed_networks",
-							   "Address ranges the worker may connect to although they are loopback, private or link-local.",
+							   "Ranges the worker may reach although they are loopback, private or link-local.",
 							   NULL,
 							   &lark_allowed_networks,
 							   "",

@@ -67,6 +67,30 @@ done = wait_for_status([d["id"] for d in deliveries_of(hook)], timeout=20)
 t.is_([d["status"] for d in done], ["succeeded"], "and delivers again")
 t.is_(wait_for_worker(), pid, "still the same worker process")
 
+# A half-dropped schema: one of the extension's tables removed by hand.
+# The worker reports the error, backs off (1 s, 2 s, 4 s, ...) instead of
+# looping or crashing, and recovers once the extension is whole again.
+log_mark = len(server_log())
+psql("ALTER EXTENSION lark_webhooks DROP TABLE lark.delivery_attempts")
+psql("DROP TABLE lark.delivery_attempts")
+account = new_account()
+hook, secret = create_webhook(account, r.url("/half"), ["workflow_repair.failure"])
+r.route("/half", secret)
+finish_run(create_workflow(account), "workflow_repair", "failure")
+time.sleep(6)
+errors = [line for line in server_log()[log_mark:].splitlines() if "lark_webhooks ERROR" in line]
+t.ok(1 <= len(errors) <= 6, "with a table missing, the worker reports errors and backs off (%d in 6 s)"
+     % len(errors), errors[:3])
+t.is_(wait_for_worker(), pid, "and does not crash")
+psql("DROP EXTENSION lark_webhooks")
+psql("CREATE EXTENSION lark_webhooks")
+account = new_account()
+hook, secret = create_webhook(account, r.url("/whole"), ["workflow_repair.success"])
+r.route("/whole", secret)
+finish_run(create_workflow(account), "workflow_repair", "success")
+done = wait_for_status([d["id"] for d in deliveries_of(hook)], timeout=30)
+t.is_([d["status"] for d in done], ["succeeded"], "once the extension is whole again, it delivers")
+
 set_settings(timeout=None)
 r.close()
 t.done()

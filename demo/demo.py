@@ -36,7 +36,8 @@ bad_hook, bad_secret = create_webhook(account, receiver.url("/hooks/broken"),
 receiver.route("/hooks/broken", bad_secret, "fail")
 print("\n== webhooks created (each signing secret is shown once; here: %s... and %s...)"
       % (ok_secret[:10], bad_secret[:10]))
-show("lark.webhooks", "SELECT id, url, events, active, description FROM lark.webhooks ORDER BY created_at")
+show("lark.webhooks", "SELECT id, url, cardinality(events) AS events, active, description "
+                      "FROM lark.webhooks ORDER BY created_at")
 
 workflow = create_workflow(account, name="New User Signup",
                            description="Go to dashboard url and verify that you can sign up as a new user.")

@@ -263,6 +263,32 @@ CREATE TRIGGER cascade_delete
     FOR EACH STATEMENT
     EXECUTE FUNCTION lark._cascade_delete();
 
+/* TRUNCATE does not fire delete triggers; it cascades the same way. */
+CREATE FUNCTION lark._cascade_truncate()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_TABLE_NAME = 'events' THEN
+        TRUNCATE lark.deliveries;
+    ELSE
+        TRUNCATE lark.delivery_attempts;
+    END IF;
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION lark._cascade_truncate() FROM PUBLIC;
+
+CREATE TRIGGER cascade_truncate
+    AFTER TRUNCATE ON lark.events
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION lark._cascade_truncate();
+CREATE TRIGGER cascade_truncate
+    AFTER TRUNCATE ON lark.deliveries
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION lark._cascade_truncate();
+
 COMMENT ON TABLE lark.webhooks IS 'subscriptions: where to POST which events';
 COMMENT ON TABLE lark.events IS 'every event fired, with the exact JSON body that is signed and sent';
 COMMENT ON TABLE lark.deliveries IS 'one row per event and subscribed webhook';

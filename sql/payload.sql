@@ -139,3 +139,18 @@ SELECT (body::json->'data'->>'duration_ms')::bigint >= 0 AS duration_not_negativ
 -- A run's id cannot change: it is what its events are known by.
 UPDATE lark.workflow_executions SET id = 'exec_renamed', status = 'failure' WHERE id = 'exec_again';
 SELECT count(*) AS renamed FROM lark.workflow_executions WHERE id = 'exec_renamed';
+
+-- Delivery ids start with the Unix time in milliseconds, so they sort by
+-- creation.
+SELECT abs(('x' || lpad(substr(lark._ordered_id('dlv_'), 5, 12), 16, '0'))::bit(64)::bigint
+           - (extract(epoch FROM clock_timestamp()) * 1000)::bigint) < 60000 AS id_carries_the_time;
+
+-- Deleting events takes their deliveries along; so does TRUNCATE.
+SELECT count(*) > 0 AS has_deliveries FROM lark.deliveries d
+  JOIN lark.events e ON e.id = d.event_id WHERE e.runnable_id = 'exec_tricky';
+DELETE FROM lark.events WHERE runnable_id = 'exec_tricky';
+SELECT count(*) AS orphans FROM lark.deliveries d
+ WHERE NOT EXISTS (SELECT 1 FROM lark.events e WHERE e.id = d.event_id);
+TRUNCATE lark.events;
+SELECT (SELECT count(*) FROM lark.deliveries) AS deliveries,
+       (SELECT count(*) FROM lark.delivery_attempts) AS attempts;

@@ -70,11 +70,14 @@
  * skipped, and no webhook gets more than its remaining slots, so that one
  * receiver that never answers cannot take every slot.
  *
- * The candidates walk deliveries_due_idx in order and stop early, whatever
- * the statistics say about the queue's length: the webhook check is a
- * scalar subquery because an EXISTS would be flattened into a join, and a
- * planner that believes the queue empty (it often does, between two
- * autovacuum runs) then sorts every due row to take the first few.
+ * The candidates are locked as they are found (SKIP LOCKED), so that rows
+ * another transaction holds cannot use up the batch, and only rows the
+ * final join will find (an event and a secret exist) count.  They walk
+ * deliveries_due_idx in order and stop early, whatever the statistics say
+ * about the queue's length: the checks are scalar subqueries because an
+ * EXISTS would be flattened into a join, and a planner that believes the
+ * queue empty (it often does, between two autovacuum runs) then sorts
+ * every due row to take the first few.
  */
 static const char *const claim_sql =
 "WITH busy AS ("
@@ -85,9 +88,14 @@ static const char *const claim_sql =
 "   WHERE d.status = 'pending' AND d.next_attempt_at <= now()"
 "     AND NOT d.webhook_id = ANY (ARRAY(SELECT webhook_id FROM busy"
 "                                        WHERE n >= $4))"
-"     AND (SELECT w.active FROM lark.webhooks w WHERE w.id = d.webhook_id)"
+"     AND (SELECT w.active AND s.secret IS NOT NULL"
+"            FROM lark.webhooks w"
+"            LEFT JOIN lark.webhook_secrets s ON s.webhook_id = w.id"
+"           WHERE w.id = d.webhook_id)"
+"     AND (SELECT true FROM lark.events e WHERE e.id = d.event_id)"
 "   ORDER BY d.next_attempt_at"
 "   LIMIT $1 * 4"
+"     FOR UPDATE OF d SKIP LOCKED"
 "), picked AS ("
 "  SELECT c.id"
 "    FROM (SELECT c.*, row_number() OVER (PARTITION BY c.webhook_id"
@@ -101,7 +109,6 @@ static const char *const claim_sql =
 "  SELECT d.id"
 "    FROM lark.deliveries d"
 "   WHERE d.id = ANY (ARRAY(SELECT id FROM picked)) AND d.status = 'pending'"
-"     FOR UPDATE SKIP LOCKED"
 ") "
 "UPDATE lark.deliveries d"
 "   SET status = 'in_flight'"
@@ -302,7 +309,7 @@ end_work(void)
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
+	pgstat_report_activity(STATE_IDLE, "lark_webhooks: waiting for work");
 }
 
 static SPIPlanPtr

@@ -117,8 +117,9 @@ t.is_(len(rows("SELECT 1 FROM lark.delivery_attempts WHERE delivery_id = %s" % q
       "and recorded")
 
 # A due delivery whose row another transaction has locked does not make
-# the worker spin: it looks again a second later.
-set_settings(retry_delays="1s")
+# the worker spin (it looks again a second later), nor hold up others: with
+# one slot, another webhook's delivery still goes out while the lock holds.
+set_settings(retry_delays="1s", max_concurrency="1")
 hook7, secret7 = create_webhook(account, r.url("/locked"), ["workflow_generation.failure"])
 r.route("/locked", secret7, ("fail", 1))
 finish_run(workflow, "workflow_generation", "failure")
@@ -127,13 +128,21 @@ commits_before = int(psql("SELECT xact_commit FROM pg_stat_database WHERE datnam
 holder = subprocess.Popen(["psql", "-X", "-q", "-c",
                            "BEGIN; SELECT 1 FROM lark.deliveries WHERE id = %s FOR UPDATE; "
                            "SELECT pg_sleep(4); COMMIT;" % quote(d7)], stdout=subprocess.DEVNULL)
+time.sleep(0.5)
+other = new_account()
+hook8, secret8 = create_webhook(other, r.url("/beside-locked"), ["workflow_generation.success"])
+r.route("/beside-locked", secret8)
+finish_run(create_workflow(other), "workflow_generation", "success")
+beside = wait_for_status([d["id"] for d in deliveries_of(hook8)], timeout=10)
+t.ok([d["status"] for d in beside] == ["succeeded"] and holder.poll() is None,
+     "another webhook's delivery went out while the lock was held", (beside, holder.poll()))
 holder.wait(30)
 time.sleep(1.2)
 commits = int(psql("SELECT xact_commit FROM pg_stat_database WHERE datname = 'postgres'")) - commits_before
 t.ok(commits < 200, "while the row was locked the worker did not spin (%d commits in 4 s)" % commits)
 done7 = wait_for_status([d7], timeout=15)
 t.is_([d["status"] for d in done7], ["succeeded"], "once released, the delivery went out")
-set_settings(retry_delays=None)
+set_settings(retry_delays=None, max_concurrency=None)
 
 r.close()
 t.done()

@@ -94,7 +94,7 @@ static const char *const claim_sql =
 "           WHERE w.id = d.webhook_id)"
 "     AND (SELECT true FROM lark.events e WHERE e.id = d.event_id)"
 "   ORDER BY d.next_attempt_at"
-"   LIMIT $1 * 4"
+"   LIMIT $1 * 2"
 "     FOR UPDATE OF d SKIP LOCKED"
 "), picked AS ("
 "  SELECT c.id"

@@ -257,26 +257,16 @@ check_literal_host(const char *host)
 	char		why[256];
 	size_t		len = strlen(host);
 
-	memset(&ss, 0, sizeof(ss));
+	/* An IPv6 literal comes in brackets. */
 	if (len >= 2 && host[0] == '[' && host[len - 1] == ']' &&
 		len - 2 < sizeof(bare))
 	{
-		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *) &ss;
-
 		memcpy(bare, host + 1, len - 2);
 		bare[len - 2] = '\0';
-		if (inet_pton(AF_INET6, bare, &sin6->sin6_addr) != 1)
-			return;
-		sin6->sin6_family = AF_INET6;
+		host = bare;
 	}
-	else
-	{
-		struct sockaddr_in *sin = (struct sockaddr_in *) &ss;
-
-		if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
-			return;
-		sin->sin_family = AF_INET;
-	}
+	if (!lark_address_from_text(host, &ss))
+		return;
 
 	if (!lark_address_allowed((struct sockaddr *) &ss, why, sizeof(why)))
 		ereport(ERROR,

@@ -20,7 +20,6 @@
  */
 #include "lark_webhooks.h"
 
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/epoll.h>
 
@@ -138,14 +137,7 @@ prereq_callback(void *clientp, char *primary_ip, char *local_ip,
 	LarkRequest *req = (LarkRequest *) clientp;
 	struct sockaddr_storage ss;
 
-	memset(&ss, 0, sizeof(ss));
-	if (inet_pton(AF_INET, primary_ip,
-				  &((struct sockaddr_in *) &ss)->sin_addr) == 1)
-		ss.ss_family = AF_INET;
-	else if (inet_pton(AF_INET6, primary_ip,
-					   &((struct sockaddr_in6 *) &ss)->sin6_addr) == 1)
-		ss.ss_family = AF_INET6;
-	else
+	if (!lark_address_from_text(primary_ip, &ss))
 	{
 		snprintf(req->refusal, sizeof(req->refusal),
 				 "the peer address \"%s\" could not be checked", primary_ip);
@@ -415,19 +407,24 @@ lark_http_next_done(void)
 }
 
 /*
- * Did the receiver accept the delivery?  That takes a 2xx status.  A
- * transfer we cut short because the excerpt was full still counts: the
- * status line had arrived by then.
+ * Did a status line arrive and the transfer end without a transport error?
+ * A transfer we cut short because the excerpt was full counts: the status
+ * line had arrived by then.
  */
+static bool
+response_complete(LarkRequest *req)
+{
+	return req->result == CURLE_OK ||
+		(req->result == CURLE_WRITE_ERROR &&
+		 req->excerpt_len == LARK_EXCERPT_MAX);
+}
+
+/* Did the receiver accept the delivery?  That takes a 2xx status. */
 bool
 lark_http_succeeded(LarkRequest *req)
 {
-	bool		completed;
-
-	completed = req->result == CURLE_OK ||
-		(req->result == CURLE_WRITE_ERROR &&
-		 req->excerpt_len == LARK_EXCERPT_MAX);
-	return completed && req->http_status >= 200 && req->http_status < 300;
+	return response_complete(req) &&
+		req->http_status >= 200 && req->http_status < 300;
 }
 
 /* Why an attempt failed, as stored in last_error; NULL if it succeeded. */
@@ -439,9 +436,7 @@ lark_http_error(LarkRequest *req)
 	if (req->refusal[0] != '\0')
 		return psprintf("connection refused by lark_webhooks: %s",
 						req->refusal);
-	if (req->result == CURLE_OK ||
-		(req->result == CURLE_WRITE_ERROR &&
-		 req->excerpt_len == LARK_EXCERPT_MAX))
+	if (response_complete(req))
 		return psprintf("receiver answered with HTTP status %ld",
 						req->http_status);
 	if (req->errbuf[0] != '\0')

@@ -3,7 +3,7 @@
  * lark_webhooks.h
  *		Declarations shared by the parts of lark_webhooks.
  *
- * The extension has four parts: module set-up and settings
+ * The extension has five parts: module set-up and settings
  * (lark_webhooks.c), the SQL-callable helpers (functions.c), the HTTP
  * engine built on libcurl's multi interface (http.c), the outbound address
  * policy (netpolicy.c) and the background worker that ties them to the
@@ -61,6 +61,8 @@ extern void lark_hmac_sha256_hex(const char *key, size_t keylen,
 								 char *hex);
 
 /* netpolicy.c */
+extern bool lark_address_from_text(const char *text,
+								   struct sockaddr_storage *ss);
 extern bool lark_address_allowed(const struct sockaddr *addr,
 								 char *why, size_t whylen);
 extern bool lark_parse_networks(const char *value, void **parsed,

@@ -192,6 +192,23 @@ lark_parse_networks(const char *value, void **parsed, char **bad_entry)
 	return true;
 }
 
+/*
+ * Fill *ss from a literal IPv4 or IPv6 address; false if text is neither.
+ */
+bool
+lark_address_from_text(const char *text, struct sockaddr_storage *ss)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (inet_pton(AF_INET, text, &((struct sockaddr_in *) ss)->sin_addr) == 1)
+		ss->ss_family = AF_INET;
+	else if (inet_pton(AF_INET6, text,
+					   &((struct sockaddr_in6 *) ss)->sin6_addr) == 1)
+		ss->ss_family = AF_INET6;
+	else
+		return false;
+	return true;
+}
+
 void
 lark_set_allowed_networks(void *parsed)
 {

@@ -14,6 +14,20 @@ from lark_test import (Receiver, Tap, create_webhook, create_workflow,  # noqa: 
 
 t = Tap()
 r = Receiver()
+
+
+def queue_held(hook, workflow, status, n=1):
+    """Queue n deliveries for a paused webhook and leave it paused.
+
+    The trigger skips paused webhooks, so resume it, fire, and pause it
+    again, all in one transaction.
+    """
+    psql("BEGIN; SELECT lark.resume_webhook(%s); "
+         "INSERT INTO lark.workflow_executions (workflow_id, status) "
+         "SELECT %s, %s FROM generate_series(1, %d); "
+         "SELECT lark.pause_webhook(%s); COMMIT;"
+         % (quote(hook), quote(workflow), quote(status), n, quote(hook)))
+
 account = new_account()
 ev = ["workflow_execution.success", "workflow_execution.failure"]
 workflow = create_workflow(account)
@@ -22,12 +36,7 @@ workflow = create_workflow(account)
 hook, secret = create_webhook(account, r.url("/paused"), ev)
 r.route("/paused", secret)
 psql("SELECT lark.pause_webhook(%s)" % quote(hook))
-# Queue three while paused: the trigger skips paused webhooks, so queue them
-# while active inside one transaction that pauses before it commits.
-psql("BEGIN; SELECT lark.resume_webhook(%s); "
-     "INSERT INTO lark.workflow_executions (workflow_id, status) "
-     "SELECT %s, 'success' FROM generate_series(1, 3); "
-     "SELECT lark.pause_webhook(%s); COMMIT;" % (quote(hook), quote(workflow), quote(hook)))
+queue_held(hook, workflow, "success", 3)
 queued = deliveries_of(hook)
 t.is_([d["status"] for d in queued], ["pending"] * 3, "three deliveries are queued for the paused webhook")
 time.sleep(1.5)
@@ -78,9 +87,7 @@ t.is_(len(deliveries_of(hook3)), 1, "and left no delivery rows")
 hook4, secret4 = create_webhook(account, r.url("/deleted"), ev)
 r.route("/deleted", secret4)
 psql("SELECT lark.pause_webhook(%s)" % quote(hook4))
-psql("BEGIN; SELECT lark.resume_webhook(%s); "
-     "INSERT INTO lark.workflow_executions (workflow_id, status) VALUES (%s, 'failure'); "
-     "SELECT lark.pause_webhook(%s); COMMIT;" % (quote(hook4), quote(workflow), quote(hook4)))
+queue_held(hook4, workflow, "failure")
 psql("SELECT lark.delete_webhook(%s)" % quote(hook4))
 time.sleep(1.0)
 t.is_([d["status"] for d in deliveries_of(hook4)], ["cancelled"], "a deleted webhook's delivery is cancelled")
@@ -90,9 +97,7 @@ t.is_(r.received("/deleted"), [], "and never sent")
 hook5, old_secret = create_webhook(account, r.url("/rotated"), ev)
 r.route("/rotated", old_secret)
 psql("SELECT lark.pause_webhook(%s)" % quote(hook5))
-psql("BEGIN; SELECT lark.resume_webhook(%s); "
-     "INSERT INTO lark.workflow_executions (workflow_id, status) VALUES (%s, 'success'); "
-     "SELECT lark.pause_webhook(%s); COMMIT;" % (quote(hook5), quote(workflow), quote(hook5)))
+queue_held(hook5, workflow, "success")
 new_secret = psql("SELECT lark.rotate_secret(%s)" % quote(hook5))
 remember_secret(new_secret)
 r.set_secret("/rotated", new_secret)
